@@ -1,0 +1,39 @@
+# Every target that runs code first makes sure .venv exists and holds what pyproject.toml asks for,
+# so that on a fresh machine `make run` and `make test` are all the set-up there is.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR := $(CURDIR)/.run
+RUN_ARGS ?= --endpoint unix://$(RUN_DIR)/csi.sock --connector loop --log-format console
+
+.PHONY: all run test lint proto bench demo e2e-nvme clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p $(RUN_DIR)
+	$(BIN)/rds-csi-node $(RUN_ARGS)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check rds_csi tests bench
+	$(BIN)/mypy
+
+proto: $(STAMP)
+	$(BIN)/python -m rds_csi.gen.regenerate
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
