@@ -227,9 +227,7 @@ class CsiServer:
                 await asyncio.wait_for(self.observer.wait_idle(), grace)
             except TimeoutError:
                 drained = False
-                log.warning(
-                    "grace period over, cancelling rpcs", count=self.observer.in_flight
-                )
+                log.warning("grace period over, cancelling rpcs", count=self.observer.in_flight)
         self._server.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._server.wait_closed()

@@ -48,9 +48,7 @@ class IdentityService(csi.IdentityBase):
         self._required_tools = required_tools
         self._connector_name = connector_name
 
-    async def get_plugin_info(
-        self, message: csi.GetPluginInfoRequest
-    ) -> csi.GetPluginInfoResponse:
+    async def get_plugin_info(self, message: csi.GetPluginInfoRequest) -> csi.GetPluginInfoResponse:
         return csi.GetPluginInfoResponse(
             name=self._driver_name,
             vendor_version=self._vendor_version,

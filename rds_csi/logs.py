@@ -30,9 +30,7 @@ def redact(value: Any) -> Any:
         out: dict[Any, Any] = {}
         for key, item in value.items():
             if key in _SECRET_KEYS:
-                out[key] = (
-                    dict.fromkeys(item, REDACTED) if isinstance(item, Mapping) else REDACTED
-                )
+                out[key] = dict.fromkeys(item, REDACTED) if isinstance(item, Mapping) else REDACTED
             else:
                 out[key] = redact(item)
         return out
@@ -108,4 +106,3 @@ def configure_logging(
     root.handlers[:] = [handler]
     # Library chatter (aiohttp access logs, hpack) stays at warning unless we debug.
     root.setLevel(numeric_level if numeric_level <= logging.DEBUG else logging.WARNING)
-

@@ -78,8 +78,16 @@ def test_environment_supplies_endpoint_and_node_id(tmp_path: Path) -> None:
 
 def test_flags_override_environment(tmp_path: Path) -> None:
     config = parse_config(
-        ["--endpoint", f"unix://{tmp_path}/flag.sock", "--node-id", "from-flag",
-         "--metrics-address", "127.0.0.1:9809", "--connector", "loop"],
+        [
+            "--endpoint",
+            f"unix://{tmp_path}/flag.sock",
+            "--node-id",
+            "from-flag",
+            "--metrics-address",
+            "127.0.0.1:9809",
+            "--connector",
+            "loop",
+        ],
         env={"CSI_ENDPOINT": f"unix://{tmp_path}/env.sock", "NODE_ID": "from-env"},
     )
     assert config.socket_path == tmp_path / "flag.sock"
@@ -95,6 +103,14 @@ def test_default_endpoint_is_the_kubelet_plugin_directory() -> None:
 def test_help_lists_every_flag() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in ("--endpoint", "--node-id", "--driver-name", "--kubeconfig", "--log-format",
-                 "--log-level", "--connector", "--metrics-address"):
+    for flag in (
+        "--endpoint",
+        "--node-id",
+        "--driver-name",
+        "--kubeconfig",
+        "--log-format",
+        "--log-level",
+        "--connector",
+        "--metrics-address",
+    ):
         assert flag in result.stdout

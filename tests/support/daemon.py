@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 class DaemonProcess:
     """`python -m rds_csi` with JSON logs on stdout, parsed line by line."""
 
-    def __init__(self, socket_path: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None):
+    def __init__(
+        self, socket_path: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+    ):
         self.socket_path = socket_path
         self.args = [
             sys.executable,
