@@ -1,0 +1,465 @@
+"""The NVMe/TCP end-to-end test, run INSIDE the QEMU guest by stage2.sh (never by pytest).
+
+`python -m tests.e2e_nvme.guest_test` with the checkout's virtualenv, as root, on a kernel with
+nvmet-tcp and nvme-tcp loaded and configfs mounted. It sets up an nvmet target on 127.0.0.1:4420
+that looks like an RDS appliance, then runs each scenario in order. Every scenario prints one
+`E2E-NVME PASS|FAIL|SKIP <name>` line; between scenarios the target and the host are put back to
+the baseline, so one failure does not cascade. The exit status is the number of failures (capped).
+
+Environment: E2E_ONLY=name,name runs a subset; E2E_PYTHON_LAUNCH_UPTIME (set by stage2.sh) lets
+the test report how long the interpreter took to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e_nvme.target import NvmetTarget, Port
+
+MANAGED_PREFIX = "nqn.2000-02.com.mikrotik:pvc-"
+BOOT_NQN = "nqn.2019-08.org.example.diskless:node-var"  # a node that boots from NVMe/TCP
+MANAGED_DEVICE = "/dev/ram0"
+BOOT_DEVICE = "/dev/ram1"
+PORT = Port(port_id=1, traddr="127.0.0.1", trsvcid=4420)
+WORKDIR = Path("/tmp/e2e-nvme")
+CONNECTOR_MODULE = "rds_csi.host.connectors.nvme_tcp"
+SYS_NVME = Path("/sys/class/nvme")
+SYS_SUBSYS = Path("/sys/class/nvme-subsystem")
+WAIT_TIMEOUT = 30.0  # safety net only: every wait returns as soon as its condition holds
+POLL = 0.05
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def say(line: str) -> None:
+    print(f"E2E-NVME {line}", flush=True)
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+class Skip(Exception):
+    """Raised by a scenario that cannot run in this checkout (for instance, code not landed)."""
+
+
+# --- host-side plumbing ------------------------------------------------------------------------
+
+
+def run(argv: list[str], *, timeout: float = 60.0, check: bool = True) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}: {output}")
+    return result.stdout + result.stderr
+
+
+async def wait_for(
+    predicate: Callable[[], object], what: str, timeout: float = WAIT_TIMEOUT
+) -> object:
+    """Poll a kernel-visible condition (sysfs has no change notification for most of it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(POLL)
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def subsystem_of(nqn: str) -> Path | None:
+    """The nvme-subsystem class entry for nqn; NQNs are unique, controller numbers are not."""
+    for entry in SYS_SUBSYS.glob("nvme-subsys*"):
+        if read(entry / "subsysnqn") == nqn:
+            return entry
+    return None
+
+
+def subsystem_block_devices(nqn: str) -> list[str]:
+    """Namespace block devices (nvme<S>n<N>) of nqn, as listed under the nvme-subsystem class.
+
+    With CONFIG_NVME_MULTIPATH the controller directory holds only the hidden per-path node
+    nvme<S>c<C>n<N>; the usable block device is a child of the subsystem, which is why this
+    looks here.
+    """
+    entry = subsystem_of(nqn)
+    if entry is None:
+        return []
+    return sorted(p.name for p in entry.iterdir() if re.fullmatch(r"nvme\d+n\d+", p.name))
+
+
+def controllers_of(nqn: str) -> list[str]:
+    return sorted(p.name for p in SYS_NVME.glob("nvme*") if read(p / "subsysnqn") == nqn)
+
+
+def controller_state(name: str) -> str:
+    return read(SYS_NVME / name / "state")
+
+
+def connected_nqns() -> set[str]:
+    return {read(p / "subsysnqn") for p in SYS_NVME.glob("nvme*")}
+
+
+def nvme_connect(nqn: str, *extra: str) -> str:
+    address = ["-t", "tcp", "-a", PORT.traddr, "-s", str(PORT.trsvcid)]
+    return run(["nvme", "connect", *address, "-n", nqn, *extra])
+
+
+def mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+async def connected_device(nqn: str) -> str:
+    names = await wait_for(lambda: subsystem_block_devices(nqn), f"a block device for {nqn}")
+    assert isinstance(names, list)
+    device = f"/dev/{names[0]}"
+    await wait_for(lambda: os.path.exists(device), f"{device} in devtmpfs")
+    return device
+
+
+def write_synced(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- scenario registry -------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    target: NvmetTarget
+    managed_nqn: str
+    boot_nqn: str = BOOT_NQN
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def mountpoint(self, name: str) -> Path:
+        path = WORKDIR / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+ScenarioFunc = Callable[[Context], Awaitable[None]]
+SCENARIOS: list[tuple[str, ScenarioFunc]] = []
+
+
+def scenario(func: ScenarioFunc) -> ScenarioFunc:
+    SCENARIOS.append((func.__name__, func))
+    return func
+
+
+def baseline_target(target: NvmetTarget, managed_nqn: str) -> None:
+    """Port 1 on 127.0.0.1:4420 exposing the managed volume and the boot disk, both enabled."""
+    for nqn, device in ((managed_nqn, MANAGED_DEVICE), (BOOT_NQN, BOOT_DEVICE)):
+        target.add_subsystem(nqn)
+        if 1 in target.namespace_ids(nqn):
+            target.set_namespace_enabled(nqn, 1, True)
+        else:
+            target.add_namespace(nqn, 1, device)
+    target.add_port(PORT)
+    for nqn in (managed_nqn, BOOT_NQN):
+        target.expose(PORT.port_id, nqn)
+
+
+async def reset_host_and_target(ctx: Context) -> None:
+    """Undo whatever a scenario left behind: mounts under WORKDIR, controllers, target changes."""
+    with open("/proc/self/mountinfo") as f:
+        stale = [line.split()[4] for line in f if line.split()[4].startswith(str(WORKDIR))]
+    for path in sorted(stale, reverse=True):
+        run(["umount", "-l", path], check=False)
+    baseline_target(ctx.target, ctx.managed_nqn)
+    if list(SYS_NVME.glob("nvme*")):
+        run(["nvme", "disconnect-all"], check=False)
+    await wait_for(lambda: not list(SYS_NVME.glob("nvme*")), "every controller to go away")
+
+
+def _nvme_children(path: Path) -> list[str]:
+    return sorted(c.name for c in path.iterdir() if c.name.startswith("nvme"))
+
+
+def diagnostics() -> None:
+    """What the kernel holds right now, printed after a failure."""
+    for p in sorted(SYS_NVME.glob("nvme*")):
+        say(f"DIAG {p}: state={read(p / 'state')} nqn={read(p / 'subsysnqn')} {_nvme_children(p)}")
+    for p in sorted(SYS_SUBSYS.glob("nvme-subsys*")):
+        say(f"DIAG {p}: nqn={read(p / 'subsysnqn')} {_nvme_children(p)}")
+    for line in run(["dmesg"], check=False).splitlines()[-25:]:
+        say("DIAG dmesg " + line)
+
+
+# --- scenarios: the raw path -------------------------------------------------------------------
+
+
+@scenario
+async def raw_tools_path(ctx: Context) -> None:
+    """nvme connect -> device by subsysnqn -> mkfs -> mount -> write -> read back -> disconnect."""
+    nqn = ctx.managed_nqn
+    nvme_connect(nqn)
+    device = await connected_device(nqn)
+
+    # The layout that makes a naive lookup fail: prove the guest really has it.
+    assert read(Path("/sys/module/nvme_core/parameters/multipath")) == "Y", "multipath is off"
+    (controller,) = controllers_of(nqn)
+    in_controller = sorted(
+        p.name
+        for p in (SYS_NVME / controller).iterdir()
+        if re.fullmatch(r"nvme\d+(c\d+)?n\d+", p.name)
+    )
+    say(
+        f"INFO layout: /sys/class/nvme/{controller} holds {in_controller}; "
+        f"{subsystem_of(nqn)} lists {subsystem_block_devices(nqn)}"
+    )
+    assert in_controller and all("c" in name.removeprefix("nvme") for name in in_controller), (
+        f"expected only hidden path nodes nvme<S>c<C>n<N> under the controller, got {in_controller}"
+    )
+
+    run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", device])
+    assert run(["blkid", "-o", "value", "-s", "TYPE", device]).strip() == "ext4"
+    mnt = ctx.mountpoint("raw")
+    payload = os.urandom(256 * 1024)
+    run(["mount", "-t", "ext4", device, str(mnt)])
+    write_synced(mnt / "data", payload)
+    run(["umount", str(mnt)])
+    run(["mount", "-t", "ext4", "-o", "ro", device, str(mnt)])
+    assert (mnt / "data").read_bytes() == payload, "data read back after remount differs"
+    run(["umount", str(mnt)])
+
+    out = run(["nvme", "disconnect", "-n", nqn])
+    assert "disconnected 1 controller" in out, out
+    await wait_for(lambda: subsystem_of(nqn) is None, f"{nqn} to leave sysfs")
+    assert not os.path.exists(device), f"{device} still exists after disconnect"
+
+
+@scenario
+async def namespace_loss_under_mount(ctx: Context) -> None:
+    """Take the namespace away under a mount, then give it back (the stale-mount case)."""
+    nqn = ctx.managed_nqn
+    nvme_connect(nqn)
+    device = await connected_device(nqn)
+    run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", device])
+    mnt = ctx.mountpoint("nsloss")
+    run(["mount", "-t", "ext4", device, str(mnt)])
+    before = os.urandom(64 * 1024)
+    write_synced(mnt / "before", before)
+
+    ctx.target.set_namespace_enabled(nqn, 1, False)
+    await wait_for(lambda: not subsystem_block_devices(nqn), "the block device to disappear")
+    assert controllers_of(nqn), "the controller should stay connected without its namespace"
+    try:
+        write_synced(mnt / "after", b"x" * 4096)
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0)
+        say(f"INFO fsync on the stale mount failed as expected: {code}")
+    else:
+        raise AssertionError("fsync on a mount whose namespace is gone succeeded")
+    assert mounted(mnt), "the stale mount should still be in mountinfo"
+
+    ctx.target.set_namespace_enabled(nqn, 1, True)
+    new_device = await connected_device(nqn)
+    say(f"INFO namespace back: {device} -> {new_device}")
+    fresh = ctx.mountpoint("nsloss-fresh")
+    run(["mount", "-t", "ext4", new_device, str(fresh)])  # replays the journal
+    assert (fresh / "before").read_bytes() == before, "data written before the loss is gone"
+    run(["umount", str(fresh)])
+    run(["umount", "-l", str(mnt)])
+    run(["nvme", "disconnect", "-n", nqn])
+
+
+@scenario
+async def port_loss_and_reconnect(ctx: Context) -> None:
+    """Remove the target port under a mount: the controller reconnects once it is back."""
+    nqn = ctx.managed_nqn
+    nvme_connect(nqn, "--reconnect-delay=1", "--ctrl-loss-tmo=60")
+    device = await connected_device(nqn)
+    (controller,) = controllers_of(nqn)
+    run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", device])
+    mnt = ctx.mountpoint("portloss")
+    run(["mount", "-t", "ext4", device, str(mnt)])
+    write_synced(mnt / "before", b"b" * 4096)
+
+    ctx.target.remove_port(PORT.port_id)
+    await wait_for(
+        lambda: controller_state(controller) in {"resetting", "connecting"},
+        f"{controller} to notice the port is gone",
+    )
+    ctx.target.add_port(PORT)
+    ctx.target.expose(PORT.port_id, nqn)
+    ctx.target.expose(PORT.port_id, ctx.boot_nqn)
+    await wait_for(lambda: controller_state(controller) == "live", f"{controller} to reconnect")
+    assert subsystem_block_devices(nqn) == [device.removeprefix("/dev/")], "device name changed"
+    write_synced(mnt / "after", b"a" * 4096)
+    run(["umount", str(mnt)])
+    run(["nvme", "disconnect", "-n", nqn])
+
+
+# --- scenarios: the plugin's connector -----------------------------------------------------------
+
+
+def connector_module() -> object:
+    source = REPO / Path(*CONNECTOR_MODULE.split(".")).with_suffix(".py")
+    if not source.exists():
+        raise Skip(f"{source.relative_to(REPO)} is not in this checkout yet")
+    return importlib.import_module(CONNECTOR_MODULE)
+
+
+@scenario
+async def connector_path(ctx: Context) -> None:
+    """The plugin's own connector: placeholder until its API lands (see the harness README)."""
+    connector_module()
+    raise Skip("connector scenarios not written against the landed API yet")
+
+
+# --- probes: what Python costs in the guest ----------------------------------------------------
+
+
+@scenario
+async def grpc_probe(ctx: Context) -> None:
+    """grpclib server + client over a unix socket in the guest: import, start and call costs."""
+    started = time.monotonic()
+    from grpclib.client import Channel, UnaryUnaryMethod
+    from grpclib.const import Cardinality, Handler
+    from grpclib.encoding.base import CodecBase
+    from grpclib.server import Server, Stream
+
+    ctx.timings["import_grpclib"] = time.monotonic() - started
+
+    class RawCodec(CodecBase):
+        __content_subtype__ = "proto"
+
+        def encode(self, message: bytes, message_type: object) -> bytes:
+            return message
+
+        def decode(self, data: bytes, message_type: object) -> bytes:
+            return data
+
+    class Echo:
+        async def call(self, stream: Stream[bytes, bytes]) -> None:
+            request = await stream.recv_message()
+            assert request is not None
+            await stream.send_message(request)
+
+        def __mapping__(self) -> dict[str, Handler]:
+            return {"/probe.Echo/Call": Handler(self.call, Cardinality.UNARY_UNARY, bytes, bytes)}
+
+    socket_path = str(WORKDIR / "probe.sock")
+    started = time.monotonic()
+    server = Server([Echo()], codec=RawCodec())
+    await server.start(path=socket_path)
+    channel = Channel(path=socket_path, codec=RawCodec())
+    call = UnaryUnaryMethod(channel, "/probe.Echo/Call", bytes, bytes)
+    try:
+        assert await call(b"first") == b"first"
+        ctx.timings["grpc_start_and_first_call"] = time.monotonic() - started
+        started = time.monotonic()
+        for i in range(20):
+            assert await call(str(i).encode()) == str(i).encode()
+        ctx.timings["grpc_unary_call_avg"] = (time.monotonic() - started) / 20
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
+
+    for module in ("betterproto2", "structlog", "rds_csi.node_server"):
+        if module == "rds_csi.node_server" and not (REPO / "rds_csi" / "node_server.py").exists():
+            continue
+        started = time.monotonic()
+        importlib.import_module(module)
+        ctx.timings[f"import_{module}"] = time.monotonic() - started
+
+
+# --- driver --------------------------------------------------------------------------------------
+
+
+async def run_scenarios(
+    ctx: Context, selected: list[tuple[str, ScenarioFunc]]
+) -> tuple[int, int, int]:
+    passed = failed = skipped = 0
+    for name, func in selected:
+        started = time.monotonic()
+        try:
+            await func(ctx)
+        except Skip as exc:
+            skipped += 1
+            say(f"SKIP {name}: {exc}")
+        except Exception as exc:  # a scenario's failure is reported, the next one still runs
+            failed += 1
+            say(f"FAIL {name} ({time.monotonic() - started:.2f}s): {type(exc).__name__}: {exc}")
+            for line in traceback.format_exc().rstrip().splitlines():
+                say("TRACE " + line)
+            diagnostics()
+        else:
+            passed += 1
+            say(f"PASS {name} ({time.monotonic() - started:.2f}s)")
+        try:
+            await reset_host_and_target(ctx)
+        except Exception as exc:
+            failed += 1
+            say(f"FAIL reset-after-{name}: {type(exc).__name__}: {exc}")
+            diagnostics()
+            break
+    return passed, failed, skipped
+
+
+def interpreter_startup_seconds() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.monotonic() - started
+
+
+async def main() -> int:
+    timings: dict[str, float] = {}
+    launched = os.environ.get("E2E_PYTHON_LAUNCH_UPTIME")
+    if launched:
+        timings["python_launch_to_main"] = uptime() - float(launched)
+    timings["bare_interpreter_startup"] = interpreter_startup_seconds()
+    say(f"INFO kernel {os.uname().release}, python {sys.version.split()[0]}, repo {REPO}")
+
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    target = NvmetTarget()
+    managed_nqn = f"{MANAGED_PREFIX}{uuid.uuid4()}"
+    baseline_target(target, managed_nqn)
+    ctx = Context(target=target, managed_nqn=managed_nqn, timings=timings)
+    say(f"INFO target on {PORT.traddr}:{PORT.trsvcid}: {target.subsystems()}")
+
+    only = {n for n in os.environ.get("E2E_ONLY", "").split(",") if n}
+    unknown = only - {name for name, _ in SCENARIOS}
+    if unknown:
+        say(f"FAIL selection: unknown scenarios {sorted(unknown)}")
+        return 1
+    selected = [(n, f) for n, f in SCENARIOS if not only or n in only]
+    started = time.monotonic()
+    passed, failed, skipped = await run_scenarios(ctx, selected)
+    timings["scenarios_total"] = time.monotonic() - started
+    target.teardown()
+
+    for key, value in timings.items():
+        say(f"TIMING {key}={value:.3f}s")
+    say(f"SUMMARY passed={passed} failed={failed} skipped={skipped}")
+    return min(failed, 100)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
