@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import lru_cache
 
 from rds_csi.pipeline.model import ObjectRef
 
@@ -25,9 +26,16 @@ def event_name(object_name: str, now_ns: int) -> str:
     Event (uppercase, '_', ':' or very long names); the API server would reject the event.
     """
     name = f"{object_name}.{now_ns:x}"
-    if is_dns1123_subdomain(name):
+    # The hex suffix is always a valid label, so only the object name needs checking, and the
+    # same objects come back again and again: cache that answer instead of matching each name.
+    if len(name) <= _DNS1123_SUBDOMAIN_MAX and _is_valid_prefix(object_name):
         return name
     return str(uuid.uuid4())
+
+
+@lru_cache(maxsize=4096)
+def _is_valid_prefix(object_name: str) -> bool:
+    return _DNS1123_SUBDOMAIN.fullmatch(object_name) is not None
 
 
 def event_namespace(ref: ObjectRef) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -43,7 +43,7 @@ def messages(events: Sequence[Event]) -> list[str]:
     return [e.message for e in events]
 
 
-def dropped_lines(logs: list[dict[str, Any]], cause: str) -> list[dict[str, Any]]:
+def dropped_lines(logs: Sequence[Mapping[str, Any]], cause: str) -> list[Mapping[str, Any]]:
     return [line for line in logs if line["event"] == "events dropped" and line["cause"] == cause]
 
 

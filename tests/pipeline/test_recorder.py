@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ PVC = ObjectRef(kind="PersistentVolumeClaim", name="data", namespace="apps", uid
 NODE = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-1"}}
 
 
-def dropped_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def dropped_lines(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [line for line in logs if line["event"] == "events dropped"]
 
 

@@ -11,6 +11,7 @@ from kubernetes_asyncio.client import (
     V1ObjectReference,
     V1PersistentVolumeClaim,
     V1VolumeAttachment,
+    V1VolumeAttachmentSource,
     V1VolumeAttachmentSpec,
 )
 
@@ -40,7 +41,11 @@ def test_model_read_from_a_list_gets_kind_and_version_from_its_class() -> None:
 
 
 def test_model_in_a_named_group_gets_its_group_version() -> None:
-    spec = V1VolumeAttachmentSpec(attacher="rds.csi.srvlab.io", node_name="n1", source={})
+    spec = V1VolumeAttachmentSpec(
+        attacher="rds.csi.srvlab.io",
+        node_name="n1",
+        source=V1VolumeAttachmentSource(persistent_volume_name="pv-1"),
+    )
     attachment = V1VolumeAttachment(metadata=V1ObjectMeta(name="csi-123"), spec=spec)
     ref = object_ref(attachment)
     assert (ref.kind, ref.api_version, ref.namespace) == (
