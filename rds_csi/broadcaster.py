@@ -171,11 +171,23 @@ class EventBroadcaster:
         try:
             report = await self._close(loop, timeout)
         except BaseException as exc:
-            self._report.set_exception(exc)
-            self._report.exception()  # retrieved: the caller gets it raised below
+            # Cancelled (or a bug): stop the pipeline's tasks rather than leak them.
+            for task in self._tasks():
+                task.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                self._report.cancel()
+            else:
+                self._report.set_exception(exc)
+                self._report.exception()  # retrieved: the caller gets it raised below
             raise
         self._report.set_result(report)
         return report
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [lane.task for lane in self._lanes if lane.task is not None]
+        if self._dispatcher is not None:
+            tasks.append(self._dispatcher)
+        return tasks
 
     async def _close(self, loop: asyncio.AbstractEventLoop, timeout: float) -> CloseReport:
         started = loop.time()
@@ -185,10 +197,9 @@ class EventBroadcaster:
             self._start_tasks()  # so that events emitted before start() are flushed too
         self._closing = True
         self._wakeup.set()
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
-        if self._dispatcher is not None:
-            tasks.append(self._dispatcher)
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, self._deadline - loop.time()))
+        _, pending = await asyncio.wait(
+            self._tasks(), timeout=max(0.0, self._deadline - loop.time())
+        )
         for task in pending:
             task.cancel()
         if pending:
@@ -301,7 +312,9 @@ class EventBroadcaster:
             try:
                 await sink.write(batch)
             except Exception as exc:  # the protocol says it must not; survive it anyway
-                self._drops.drop(f"sink_error:{lane.name}", len(batch), error=repr(exc)[:300])
+                self._drops.drop(
+                    f"sink_error:{lane.name}", len(batch), error=repr(exc)[:300], exc_info=exc
+                )
             else:
                 lane.delivered += len(batch)
             lane.in_flight = ()

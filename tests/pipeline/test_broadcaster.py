@@ -215,6 +215,26 @@ async def test_aclose_respects_the_deadline_and_reports_what_was_not_delivered()
     assert closed_line["sinks"]["stuck"]["undelivered"] == 30
 
 
+async def test_cancelled_aclose_stops_the_pipeline_tasks() -> None:
+    stuck = RecordingSink("stuck")
+    stuck.block()
+    broadcaster = EventBroadcaster([stuck])
+    broadcaster.start()
+    emit_range(broadcaster, 0, 5)
+    await stuck.wait_parked()
+    closing = asyncio.create_task(broadcaster.aclose(timeout=60))
+    await stuck.wait_parked()  # still parked: aclose is waiting on the stuck sink
+    pipeline = [t for t in asyncio.all_tasks() if t.get_name().startswith("event-")]
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.wait(pipeline, timeout=5)
+    assert all(t.done() for t in pipeline)
+    [sink_task] = [t for t in pipeline if t.get_name() == "event-sink:stuck"]
+    assert sink_task.cancelled()
+    assert broadcaster.emit(make_event(9)) is False
+
+
 async def test_emit_after_close_is_a_counted_no_op() -> None:
     sink = RecordingSink()
     broadcaster = EventBroadcaster([sink])
