@@ -25,13 +25,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.e2e_nvme.target import NvmetTarget, Port
 
 MANAGED_PREFIX = "nqn.2000-02.com.mikrotik:pvc-"
 BOOT_NQN = "nqn.2019-08.org.example.diskless:node-var"  # a node that boots from NVMe/TCP
+# A diskless node's own disk on the same appliance: what a too-wide prefix guard would hit.
+SAME_VENDOR_BOOT_NQN = "nqn.2000-02.com.mikrotik:node-var"
 MANAGED_DEVICE = "/dev/ram0"
 BOOT_DEVICE = "/dev/ram1"
+HEALTHY_DEVICE = "/dev/ram2"
+BACKING_BYTES = 64 * 1024 * 1024  # brd rd_size=65536 (KiB), see build.MODULE_PARAMS
 PORT = Port(port_id=1, traddr="127.0.0.1", trsvcid=4420)
 WORKDIR = Path("/tmp/e2e-nvme")
 CONNECTOR_MODULE = "rds_csi.host.connectors.nvme_tcp"
@@ -162,6 +167,7 @@ class Context:
         return path
 
 
+IMPORT_TIMINGS: dict[str, float] = {}  # first-import costs measured where the imports happen
 ScenarioFunc = Callable[[Context], Awaitable[None]]
 SCENARIOS: list[tuple[str, ScenarioFunc]] = []
 
@@ -190,10 +196,13 @@ async def reset_host_and_target(ctx: Context) -> None:
         stale = [line.split()[4] for line in f if line.split()[4].startswith(str(WORKDIR))]
     for path in sorted(stale, reverse=True):
         run(["umount", "-l", path], check=False)
-    baseline_target(ctx.target, ctx.managed_nqn)
     if list(SYS_NVME.glob("nvme*")):
         run(["nvme", "disconnect-all"], check=False)
     await wait_for(lambda: not list(SYS_NVME.glob("nvme*")), "every controller to go away")
+    for nqn in ctx.target.subsystems():
+        if nqn not in (ctx.managed_nqn, ctx.boot_nqn):
+            ctx.target.remove_subsystem(nqn)  # a scenario's extra subsystem
+    baseline_target(ctx.target, ctx.managed_nqn)
 
 
 def _nvme_children(path: Path) -> list[str]:
@@ -318,18 +327,126 @@ async def port_loss_and_reconnect(ctx: Context) -> None:
 # --- scenarios: the plugin's connector -----------------------------------------------------------
 
 
-def connector_module() -> object:
+def require_connector() -> None:
     source = REPO / Path(*CONNECTOR_MODULE.split(".")).with_suffix(".py")
     if not source.exists():
         raise Skip(f"{source.relative_to(REPO)} is not in this checkout yet")
-    return importlib.import_module(CONNECTOR_MODULE)
+
+
+def make_connector() -> Any:
+    """The production connector with production settings, on the real runner."""
+    require_connector()
+    started = time.monotonic()
+    from rds_csi.host.connectors.nvme_tcp import NvmeTcpConnector
+    from rds_csi.host.runner import CommandRunner
+
+    IMPORT_TIMINGS.setdefault("import_rds_csi_connector", time.monotonic() - started)
+
+    return NvmeTcpConnector(CommandRunner())
+
+
+def volume_context(nqn: str) -> dict[str, str]:
+    """What the rds-csi controller puts in volume_context for a volume on this target."""
+    return {"nqn": nqn, "nvmeAddress": PORT.traddr, "nvmePort": str(PORT.trsvcid)}
+
+
+def volume_id(nqn: str) -> str:
+    return nqn.split(":", 1)[1]
+
+
+def block_device_bytes(device: str) -> int:
+    name = device.removeprefix("/dev/")
+    return int(read(Path("/sys/class/block") / name / "size")) * 512
 
 
 @scenario
-async def connector_path(ctx: Context) -> None:
-    """The plugin's own connector: placeholder until its API lands (see the harness README)."""
-    connector_module()
-    raise Skip("connector scenarios not written against the landed API yet")
+async def connector_connect_disconnect(ctx: Context) -> None:
+    """connect twice (one controller, same device), resolve, disconnect twice."""
+    connector = make_connector()
+    nqn = ctx.managed_nqn
+    target = connector.parse_target(volume_id(nqn), volume_context(nqn))
+
+    device = await connector.connect(target)
+    expected = [f"/dev/{name}" for name in subsystem_block_devices(nqn)]
+    assert device in expected, f"connector said {device}, sysfs lists {expected}"
+    assert os.path.exists(device), f"{device} does not exist"
+    assert block_device_bytes(device) == BACKING_BYTES, "device size differs from the namespace"
+    controllers = controllers_of(nqn)
+    assert len(controllers) == 1, f"expected one controller, got {controllers}"
+
+    again = await connector.connect(target)
+    assert again == device, f"second connect returned {again}, first {device}"
+    assert controllers_of(nqn) == controllers, "second connect created another controller"
+    assert await connector.resolve_device(target) == device
+
+    # NodeUnstageVolume knows only the volume ID.
+    by_id = connector.target_for_volume_id(volume_id(nqn))
+    assert by_id is not None, "target_for_volume_id gave nothing for a managed volume ID"
+    assert await connector.resolve_device(by_id) == device
+
+    await connector.disconnect(by_id)
+    assert subsystem_of(nqn) is None, f"{nqn} still in sysfs after disconnect returned"
+    assert not controllers_of(nqn), "controller left behind"
+    await wait_for(lambda: not os.path.exists(device), f"{device} to leave /dev")
+    await connector.disconnect(target)  # idempotent: nothing attached
+    assert await connector.resolve_device(target) is None
+
+
+@scenario
+async def connector_disconnect_guard(ctx: Context) -> None:
+    """The connector refuses to disconnect a subsystem outside the managed prefix."""
+    connector = make_connector()
+    from rds_csi.host.errors import DisconnectRefused
+
+    nvme_connect(ctx.boot_nqn)
+    await connected_device(ctx.boot_nqn)
+    foreign = connector.parse_target("boot", volume_context(ctx.boot_nqn))
+    try:
+        await connector.disconnect(foreign)
+    except DisconnectRefused as exc:
+        say(f"INFO refused as expected: {exc}")
+    else:
+        raise AssertionError(f"disconnect of {ctx.boot_nqn} was not refused")
+    assert controllers_of(ctx.boot_nqn), f"{ctx.boot_nqn} was disconnected"
+    for nqn in (SAME_VENDOR_BOOT_NQN, ctx.managed_nqn):
+        say(f"INFO is_managed({nqn}) = {connector.is_managed(nqn)}")
+
+
+@scenario
+async def connector_orphan_cleanup(ctx: Context) -> None:
+    """A managed subsystem without a block device is disconnected; a healthy managed volume
+    and an orphaned subsystem of another prefix (the node's own boot disk) are left alone."""
+    connector = make_connector()
+    healthy_nqn = f"{MANAGED_PREFIX}{uuid.uuid4()}"
+    ctx.target.add_subsystem(healthy_nqn)
+    ctx.target.add_namespace(healthy_nqn, 1, HEALTHY_DEVICE)
+    ctx.target.expose(PORT.port_id, healthy_nqn)
+
+    for nqn in (ctx.managed_nqn, healthy_nqn):
+        await connector.connect(connector.parse_target(volume_id(nqn), volume_context(nqn)))
+    nvme_connect(ctx.boot_nqn)
+    await connected_device(ctx.boot_nqn)
+
+    # Orphans: the controller stays connected, the namespace (and its block device) goes.
+    for nqn in (ctx.managed_nqn, ctx.boot_nqn):
+        ctx.target.set_namespace_enabled(nqn, 1, False)
+    for nqn in (ctx.managed_nqn, ctx.boot_nqn):
+        await wait_for(
+            lambda nqn=nqn: not subsystem_block_devices(nqn), f"{nqn} to lose its device"
+        )
+        assert controllers_of(nqn), f"{nqn} lost its controller too"
+
+    report = await connector.cleanup_orphans()
+    say(
+        f"INFO cleanup report: detached={report.detached} skipped={report.skipped} "
+        f"failed={report.failed}"
+    )
+    assert report.detached == [ctx.managed_nqn], f"detached {report.detached}"
+    assert not report.failed, f"failed {report.failed}"
+    await wait_for(lambda: not controllers_of(ctx.managed_nqn), "the orphan to be disconnected")
+    assert controllers_of(ctx.boot_nqn), "the boot disk's subsystem was disconnected"
+    assert subsystem_block_devices(healthy_nqn), "the healthy managed volume lost its device"
+    assert ctx.boot_nqn in report.skipped and healthy_nqn in report.skipped, report.skipped
 
 
 # --- probes: what Python costs in the guest ----------------------------------------------------
@@ -455,6 +572,7 @@ async def main() -> int:
     timings["scenarios_total"] = time.monotonic() - started
     target.teardown()
 
+    timings.update(IMPORT_TIMINGS)
     for key, value in timings.items():
         say(f"TIMING {key}={value:.3f}s")
     say(f"SUMMARY passed={passed} failed={failed} skipped={skipped}")
