@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: a real daemon subprocess and a second gRPC stack."""
