@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     precompile()
-    append = kernel_command_line(sys.executable, args.only, guest_timeout=args.timeout - 30)
+    guest_timeout = max(5.0, args.timeout - 30)  # the guest reports its own hang first
+    append = kernel_command_line(sys.executable, args.only, guest_timeout)
     argv_qemu = qemu_argv(image, append, args.memory, args.timeout)
     run = boot(argv_qemu, deadline=args.timeout + KILL_MARGIN, echo_all=not args.quiet)
     verdict = judge(run)

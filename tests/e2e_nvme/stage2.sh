@@ -11,7 +11,7 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays on the overlay (already tmpfs-backed): the checkout itself may live under /tmp.
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t configfs configfs /sys/kernel/config
 
