@@ -68,7 +68,11 @@ def _renderer(fmt: str) -> Processor:
 
 
 def configure_logging(
-    *, fmt: str = "json", level: str = "info", stream: TextIO | None = None
+    *,
+    fmt: str = "json",
+    level: str = "info",
+    stream: TextIO | None = None,
+    cache_loggers: bool = True,
 ) -> None:
     """Configure structlog and route stdlib logging (grpclib, aiohttp, ...) through it."""
     out = stream if stream is not None else sys.stdout
@@ -84,7 +88,7 @@ def configure_logging(
         processors=[*shared, _exception_renderer(fmt), _renderer(fmt)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
 
     handler = logging.StreamHandler(out)
