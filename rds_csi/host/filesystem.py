@@ -29,7 +29,7 @@ MOUNTABLE_FS = ("ext2", "ext3", "ext4", "xfs")
 EXT_FAMILY = ("ext2", "ext3", "ext4")
 
 BLKID_NOTHING_FOUND = 2
-_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 _LABEL_MAX = {"ext4": 16, "xfs": 12}
 
 

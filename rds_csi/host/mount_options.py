@@ -95,8 +95,8 @@ FLAG_OPTIONS = frozenset(
     }
 )
 
-_UINT = re.compile(r"^[0-9]{1,10}$")
-_SIZE = re.compile(r"^[0-9]{1,12}[kKmMgG]?$")
+_UINT = re.compile(r"^[0-9]{1,10}\Z")
+_SIZE = re.compile(r"^[0-9]{1,12}[kKmMgG]?\Z")
 
 
 def _one_of(*choices: str) -> Callable[[str], bool]:
@@ -163,7 +163,7 @@ FORBIDDEN_OPTIONS = frozenset(
     }
 )
 
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 def _check_one(option: str) -> str:

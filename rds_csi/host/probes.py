@@ -87,6 +87,7 @@ class Prober:
         self.timeout = timeout
         self.max_stuck = max_stuck
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._stuck_by_path: dict[str, int] = {}
 
     @property
@@ -98,6 +99,14 @@ class Prober:
     def stuck_paths(self) -> list[str]:
         with self._lock:
             return sorted(self._stuck_by_path)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no abandoned probe is left (True) or the timeout passes (False).
+
+        Blocking: call it through asyncio.to_thread, e.g. at shutdown.
+        """
+        with self._released:
+            return self._released.wait_for(lambda: not self._stuck_by_path, timeout)
 
     async def call(
         self, what: str, path: str, fn: Callable[[], T], *, timeout: float | None = None
@@ -166,6 +175,7 @@ class Prober:
             self._stuck_by_path[path] = remaining
         else:
             self._stuck_by_path.pop(path, None)
+        self._released.notify_all()
 
     async def stat(self, path: str, *, timeout: float | None = None) -> os.stat_result:
         return await self.call("stat", path, lambda: os.stat(path), timeout=timeout)

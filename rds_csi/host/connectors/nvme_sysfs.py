@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["NvmeSubsystem", "NvmeSysfs"]
 
-_HEAD = re.compile(r"^nvme(?P<subsys>[0-9]+)n(?P<ns>[0-9]+)$")
-_PATH_NODE = re.compile(r"^nvme(?P<subsys>[0-9]+)c(?P<ctrl>[0-9]+)n(?P<ns>[0-9]+)$")
-_CONTROLLER = re.compile(r"^nvme[0-9]+$")
+_HEAD = re.compile(r"^nvme(?P<subsys>[0-9]+)n(?P<ns>[0-9]+)\Z")
+_PATH_NODE = re.compile(r"^nvme(?P<subsys>[0-9]+)c(?P<ctrl>[0-9]+)n(?P<ns>[0-9]+)\Z")
+_CONTROLLER = re.compile(r"^nvme[0-9]+\Z")
 
 
 @dataclass(frozen=True, slots=True)

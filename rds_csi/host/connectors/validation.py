@@ -29,13 +29,13 @@ _NQN = re.compile(
     r"^nqn\.(?P<year>[0-9]{4})-(?P<month>[0-9]{2})\."
     r"(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
-    r":(?P<rest>.+)$"
+    r":(?P<rest>.+)\Z"
 )
 # After the ':' nvme-cli writes the NQN into "nqn=...,transport=..." for the kernel, so ',' and
 # '=' would inject fabrics options; keep to the characters real NQNs use.
-_NQN_USER = re.compile(r"^[A-Za-z0-9._:+@/-]+$")
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_INTEGER = re.compile(r"^-?[0-9]{1,10}$")
+_NQN_USER = re.compile(r"^[A-Za-z0-9._:+@/-]+\Z")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_INTEGER = re.compile(r"^-?[0-9]{1,10}\Z")
 
 
 def validate_nqn(value: str, key: str = "nqn") -> str:
