@@ -94,6 +94,10 @@ class Fault:
     `status=None` means "then answer normally" (useful with `delay` or `hang`).  `times` counts
     firings (None: forever); a request that loses the `probability` draw is not a firing and falls
     through to the next fault.  `fired` counts firings so far.
+
+    A `reset` closes the socket without an answer.  Note that aiohttp (so kubernetes-asyncio)
+    silently retries an idempotent request once when a reused keep-alive connection drops, so
+    reset a GET twice (`times=2`) to make the client see it.
     """
 
     method: str | None = None
