@@ -43,6 +43,7 @@ class Config:
     event_api: str
     metrics_address: tuple[str, int] | None
     shutdown_grace: float
+    event_flush_timeout: float
 
 
 class UsageError(Exception):
@@ -116,6 +117,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=20.0,
         help="seconds that in-flight RPCs and the event flush get on SIGTERM (%(default)s)",
     )
+    add(
+        "--event-flush-timeout",
+        type=float,
+        default=5.0,
+        help="seconds the event pipeline gets on shutdown to write what it holds (%(default)s)",
+    )
     return parser
 
 
@@ -167,6 +174,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> C
             )
         if not 0 < args.shutdown_grace <= 300:
             raise UsageError("--shutdown-grace must be between 0 and 300 seconds")
+        if not 0 < args.event_flush_timeout <= 300:
+            raise UsageError("--event-flush-timeout must be between 0 and 300 seconds")
         return Config(
             socket_path=_socket_path(args.endpoint),
             node_id=node_id,
@@ -179,6 +188,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> C
             event_api=args.event_api,
             metrics_address=_metrics_address(args.metrics_address),
             shutdown_grace=args.shutdown_grace,
+            event_flush_timeout=args.event_flush_timeout,
         )
     except UsageError as err:
         parser.error(str(err))

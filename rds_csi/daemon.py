@@ -10,6 +10,7 @@ import structlog
 
 from rds_csi import __version__
 from rds_csi.cli import Config
+from rds_csi.event_pipeline import load_kube_configuration, start_event_pipeline
 from rds_csi.gen.csi import v1 as csi
 from rds_csi.grpc_server import CsiServer, SocketInUseError
 from rds_csi.identity_server import IdentityService, Readiness
@@ -28,6 +29,19 @@ _REQUIRED_TOOLS = {
 async def serve(config: Config, stop: asyncio.Event) -> int:
     """Serve until `stop` is set; returns the process exit status."""
     readiness = Readiness()
+    try:
+        kube_configuration = await load_kube_configuration(config.kubeconfig)
+    except Exception as err:  # mounts matter more than events: run with logged events only
+        log.error(
+            "cannot load the Kubernetes configuration; events are only logged", error=str(err)
+        )
+        kube_configuration = None
+    pipeline = await start_event_pipeline(
+        node_id=config.node_id,
+        driver_name=config.driver_name,
+        kube_configuration=kube_configuration,
+        event_api=config.event_api,
+    )
     identity = IdentityService(
         driver_name=config.driver_name,
         vendor_version=__version__,
@@ -40,6 +54,7 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
         await server.start(config.socket_path)
     except (SocketInUseError, OSError) as err:
         log.error("cannot listen", socket=str(config.socket_path), error=str(err))
+        await pipeline.aclose(timeout=1.0)
         return 1
     readiness.set_ready()
     log.info(
@@ -54,7 +69,13 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
     stopping_since = time.monotonic()
     log.info("stopping", grace_s=config.shutdown_grace)
     drained = await server.stop(grace=config.shutdown_grace)
-    log.info("stopped", drained=drained, took_s=round(time.monotonic() - stopping_since, 3))
+    report = await pipeline.aclose(timeout=config.event_flush_timeout)
+    log.info(
+        "stopped",
+        drained=drained,
+        events_undelivered=report.undelivered,
+        took_s=round(time.monotonic() - stopping_since, 3),
+    )
     return 0
 
 
