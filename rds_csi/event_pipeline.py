@@ -10,18 +10,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from rds_csi import __version__
 from rds_csi.broadcaster import CloseReport, EventBroadcaster
 from rds_csi.events import SOURCE_COMPONENT, EventPoster, KubeClaimResolver
-from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
 from rds_csi.pipeline.log_sink import LogSink
 from rds_csi.pipeline.sink import EventSink
 from rds_csi.pipeline.stats import PipelineStats
 from rds_csi.recorder import EventRecorder
+
+if TYPE_CHECKING:
+    from rds_csi.pipeline.kube_sink import KubeSinkOptions
 
 __all__ = ["EventPipeline", "load_kube_configuration", "start_event_pipeline"]
 
@@ -72,13 +74,17 @@ async def start_event_pipeline(
     sink_options: KubeSinkOptions | None = None,
     extra_sinks: tuple[EventSink, ...] = (),
 ) -> EventPipeline:
-    from kubernetes_asyncio import client
-
     stats = PipelineStats()
     sinks: list[EventSink] = [LogSink(), *extra_sinks]
     api_client = None
     resolver = None
     if kube_configuration is not None:
+        # Imported here: kubernetes_asyncio costs most of the start-up time, and a plugin
+        # without credentials never needs it.
+        from kubernetes_asyncio import client
+
+        from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
+
         options = sink_options or KubeSinkOptions(api=event_api)  # type: ignore[arg-type]
         kube_configuration.connection_pool_maxsize = options.workers + 2
         api_client = client.ApiClient(kube_configuration)
