@@ -1349,7 +1349,8 @@ class ApiServerEmulator:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = datetime.now(UTC).replace(microsecond=0)
         meta["resourceVersion"] = self._next_rv()
-        meta["selfLink"] = ""
+        meta.update(selfLink="", deletionTimestamp=None, deletionGracePeriodSeconds=None)
+        meta["managedFields"] = []  # not emulated; better none than the client's own
         self._events[(namespace, meta["name"])] = event
         return event
 
@@ -1455,10 +1456,9 @@ class ApiServerEmulator:
         meta, old_meta = event["metadata"], current["metadata"]
         rv = meta["resourceVersion"]
         if rv and rv != "0":
-            if not rv.isdigit():
-                error = FieldError(
-                    "FieldValueInvalid", "metadata.resourceVersion", rv, "must be a decimal integer"
-                )
+            if not rv.isdigit():  # what APIObjectVersioner.ParseResourceVersion reports
+                detail = f"strconv.ParseUint: parsing {go_quote(rv)}: invalid syntax"
+                error = FieldError("FieldValueInvalid", "resourceVersion", rv, detail)
                 raise _invalid(route.group, route.resource, route.name, [error])
             if rv != old_meta["resourceVersion"]:
                 raise _conflict(route.group, route.resource, route.name, _OPTIMISTIC_LOCK)
@@ -1467,6 +1467,7 @@ class ApiServerEmulator:
         if not meta["uid"]:
             meta["uid"] = old_meta["uid"]
         meta["creationTimestamp"] = old_meta["creationTimestamp"]
+        meta["managedFields"] = []
         errors = validate_object_meta_update(meta, old_meta)
         errors += validate_event_update(event, current, route.group)
         if errors:
