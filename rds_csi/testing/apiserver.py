@@ -221,10 +221,8 @@ def _bad_request(message: str) -> ApiError:
 def _forbidden(
     group: str, resource: str, name: str, why: str, causes: list[dict[str, str]] | None = None
 ) -> ApiError:
-    qualified = _qualified(group, resource)
-    message = f"{qualified} {go_quote(name)} is forbidden: {why}" if name else f"{qualified} is "
-    if not name:
-        message += f"forbidden: {why}"
+    subject = _qualified(group, resource) + (f" {go_quote(name)}" if name else "")
+    message = f"{subject} is forbidden: {why}"
     return ApiError(403, "Forbidden", message, _details(group, resource, name, causes=causes))
 
 
