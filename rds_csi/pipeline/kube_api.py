@@ -12,12 +12,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from kubernetes_asyncio import client
 
-__all__ = ["ApiResponse", "EventApi", "TransportError"]
+__all__ = ["ApiResponse", "EventApi", "EventTransport", "TransportError"]
 
 CORE = "core"
 EVENTS_V1 = "events.k8s.io"
@@ -47,6 +47,20 @@ class TransportError(Exception):
         super().__init__(f"{cause}: {detail}")
         self.cause = cause  # "timeout" or "error"
         self.detail = detail
+
+
+class EventTransport(Protocol):
+    """What the sink needs from the API; `EventApi` is the real one, tests may fake it."""
+
+    async def create_event(
+        self, group: str, namespace: str, body: dict[str, Any]
+    ) -> ApiResponse: ...
+
+    async def patch_event(
+        self, group: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> ApiResponse: ...
+
+    async def get_object(self, kind: str, namespace: str, name: str) -> ApiResponse: ...
 
 
 class EventApi:

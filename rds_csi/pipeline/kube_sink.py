@@ -48,7 +48,14 @@ from rds_csi.pipeline.correlator import (
     DedupRecord,
     EventKey,
 )
-from rds_csi.pipeline.kube_api import CORE, EVENTS_V1, ApiResponse, EventApi, TransportError
+from rds_csi.pipeline.kube_api import (
+    CORE,
+    EVENTS_V1,
+    ApiResponse,
+    EventApi,
+    EventTransport,
+    TransportError,
+)
 from rds_csi.pipeline.kube_wire import (
     core_event_body,
     core_event_patch,
@@ -58,7 +65,13 @@ from rds_csi.pipeline.kube_wire import (
 from rds_csi.pipeline.lru import LRUCache
 from rds_csi.pipeline.model import Event
 from rds_csi.pipeline.ratelimit import AsyncRateLimiter
-from rds_csi.pipeline.resolver import RESOURCES, Resolved, ResolveError, UidResolver
+from rds_csi.pipeline.resolver import (
+    RESOURCES,
+    ResolveAbandoned,
+    Resolved,
+    ResolveError,
+    UidResolver,
+)
 from rds_csi.pipeline.stats import PipelineStats
 
 __all__ = ["KubeSink", "KubeSinkOptions", "kube_sink_from_config"]
@@ -173,8 +186,9 @@ class KubeSink:
 
     def __init__(
         self,
-        api_client: kclient.ApiClient,
+        api_client: kclient.ApiClient | None,
         *,
+        transport: EventTransport | None = None,
         options: KubeSinkOptions | None = None,
         correlator_options: CorrelatorOptions | None = None,
         stats: PipelineStats | None = None,
@@ -192,7 +206,11 @@ class KubeSink:
         if self._series and corr.dedup_idle_expiry is None:
             corr = dataclasses.replace(corr, dedup_idle_expiry=opts.series_finish_after)
         self.correlator = Correlator(corr, clock=clock)
-        self._api = EventApi(api_client, timeout=opts.request_timeout)
+        if transport is None:
+            if api_client is None:
+                raise ValueError("KubeSink needs an ApiClient (or a transport)")
+            transport = EventApi(api_client, timeout=opts.request_timeout)
+        self._api = transport
         self._resolver = UidResolver(
             self._fetch_object,
             clock=clock,
@@ -261,7 +279,7 @@ class KubeSink:
         if undelivered:
             self.stats.drop("shutdown", undelivered)
             _log.warning("events not delivered before shutdown deadline", occurrences=undelivered)
-        if self._owns_client:
+        if self._owns_client and self._api_client is not None:
             await self._api_client.close()
         return undelivered
 
@@ -394,7 +412,12 @@ class KubeSink:
             except Exception as exc:
                 _log.exception("event sink write failed unexpectedly", error=repr(exc)[:200])
                 outcome = _Drop("internal_error")
-            self._settle(pending, outcome)
+            try:
+                self._settle(pending, outcome)
+            except Exception as exc:  # never lose a worker, nor the record's count
+                _log.exception("event sink bookkeeping failed", error=repr(exc)[:200])
+                self.stats.drop("internal_error", max(0, pending.record.unwritten))
+                self._finish(pending)
 
     def _settle(self, pending: _Pending, outcome: _Outcome) -> None:
         if outcome is None:
@@ -439,7 +462,7 @@ class KubeSink:
         fields: dict[str, Any] = {
             "cause": drop.cause,
             "occurrences": lost,
-            "event": record.name,
+            "event_name": record.name,
             "namespace": pending.event.namespace,
             "reason": pending.event.reason,
         }
@@ -457,12 +480,13 @@ class KubeSink:
             self.correlator.forget(pending.key)
         self._finish(pending)
 
-    def _log_once(self, cause: str, message: str, **fields: Any) -> None:
-        if cause in self._logged_causes:
-            _log.debug(message, **fields)
+    def _log_once(self, once_key: str, what: str, /, **fields: Any) -> None:
+        """Log `what` at warning the first time for `once_key`, at debug afterwards."""
+        if once_key in self._logged_causes:
+            _log.debug(what, **fields)
             return
-        self._logged_causes.add(cause)
-        _log.warning(message, **fields, note="later drops with this cause are logged at debug")
+        self._logged_causes.add(once_key)
+        _log.warning(what, **fields, later="logged at debug level")
 
     # -- one write ----------------------------------------------------------------------
 
@@ -549,7 +573,7 @@ class KubeSink:
             return ""
         try:
             resolution = await self._resolver.resolve(ref)
-        except TransportError as exc:
+        except (TransportError, ResolveAbandoned) as exc:
             return _Retry(f"get {ref.kind}: {exc}")
         except ResolveError as exc:
             response = ApiResponse(exc.status, exc.body, exc.headers.get("Retry-After"))

@@ -8,6 +8,7 @@ briefly, so that a storm about a deleted claim costs one GET, not one per event.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ from rds_csi.pipeline.clock import Clock
 from rds_csi.pipeline.lru import LRUCache
 from rds_csi.pipeline.model import ObjectRef
 
-__all__ = ["RESOURCES", "Fetch", "Resolution", "ResolveError", "Resolved", "UidResolver"]
+__all__ = [
+    "RESOURCES",
+    "Fetch",
+    "Resolution",
+    "ResolveAbandoned",
+    "ResolveError",
+    "Resolved",
+    "UidResolver",
+]
 
 # kind -> (resource, namespaced): the kinds this driver reports on.
 RESOURCES: dict[str, tuple[str, bool]] = {
@@ -44,6 +53,10 @@ class Resolution:
     uid: str = ""
     # For FORBIDDEN: the RBAC rule the service account is missing.
     missing_rule: str = ""
+
+
+class ResolveAbandoned(Exception):
+    """The lookup another caller was waiting for was cancelled."""
 
 
 class ResolveError(Exception):
@@ -82,6 +95,7 @@ class UidResolver:
         self._positive_ttl = positive_ttl
         self._negative_ttl = negative_ttl
         self._cache: LRUCache[tuple[str, str, str], _Entry] = LRUCache(cache_size)
+        self._in_flight: dict[tuple[str, str, str], asyncio.Future[Resolution]] = {}
         self.lookups = 0
 
     @staticmethod
@@ -95,23 +109,46 @@ class UidResolver:
         return entry.resolution
 
     async def resolve(self, ref: ObjectRef) -> Resolution:
-        """The uid for `ref`; raises `ResolveError` (or a transport error) when unsure."""
+        """The uid for `ref`; raises `ResolveError` (or the fetch's error) when unsure.
+
+        Concurrent calls for one object share a single GET.
+        """
         hit = self.cached(ref)
         if hit is not None:
             return hit
         key = self._key(ref)
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        # Nobody may be waiting: mark an exception as retrieved so asyncio does not complain.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._in_flight[key] = future
+        try:
+            resolution = await self._lookup(key)
+        except Exception as exc:
+            future.set_exception(exc)
+            raise
+        except BaseException:
+            future.set_exception(ResolveAbandoned("the lookup was cancelled"))
+            raise
+        else:
+            future.set_result(resolution)
+            return resolution
+        finally:
+            del self._in_flight[key]
+
+    async def _lookup(self, key: tuple[str, str, str]) -> Resolution:
+        kind = key[0]
         self.lookups += 1
         status, body, headers = await self._fetch(*key)
         if 200 <= status < 300:
-            uid = _uid_of(body)
-            if not uid:
-                raise ResolveError(status, body, headers)
-            resolution = Resolution(Resolved.FOUND, uid)
-            ttl = self._positive_ttl
+            # An object without a uid cannot happen on a real server; write without one.
+            resolution, ttl = Resolution(Resolved.FOUND, _uid_of(body)), self._positive_ttl
         elif status == 404:
             resolution, ttl = Resolution(Resolved.NOT_FOUND), self._negative_ttl
         elif status == 403:
-            resolution = Resolution(Resolved.FORBIDDEN, missing_rule=missing_rule(ref.kind))
+            resolution = Resolution(Resolved.FORBIDDEN, missing_rule=missing_rule(kind))
             ttl = self._negative_ttl
         else:
             raise ResolveError(status, body, headers)
