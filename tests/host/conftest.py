@@ -26,7 +26,7 @@ from rds_csi.host.probes import Prober
 from rds_csi.host.runner import CommandRunner
 from tests.host import fake_sysfs
 
-HOST_DIR = Path(__file__).resolve().parent
+REPO_DIR = Path(__file__).resolve().parents[2]
 HOST_TOOLS = ("losetup", "mount", "umount", "blkid", "mkfs.ext4", "mkfs.xfs", "debugfs")
 MNT_DETACH = 2
 
@@ -189,8 +189,8 @@ class NvmeStandin:
         self.path.write_text(
             f"#!{sys.executable} -S\n"
             "import sys\n"
-            f"sys.path.insert(0, {str(HOST_DIR)!r})\n"
-            "import nvme_standin\n"
+            f"sys.path.insert(0, {str(REPO_DIR)!r})\n"
+            "from tests.host import nvme_standin\n"
             f"sys.exit(nvme_standin.main({str(self.state)!r}, sys.argv[1:]))\n"
         )
         self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR)
@@ -253,6 +253,7 @@ def open_file_in_child(path: Path) -> Iterator[int]:
         assert child.stdout.readline().strip() == "ok"  # the file is open now
         yield child.pid
     finally:
-        assert child.stdin is not None
+        assert child.stdin is not None and child.stdout is not None
         child.stdin.close()
         child.wait(timeout=30)
+        child.stdout.close()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import fake_sysfs
+from tests.host import fake_sysfs
 
 
 def _numbers(directory: Path, prefix: str) -> set[int]:

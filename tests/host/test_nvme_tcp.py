@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rds_csi.host.connectors.nvme_sysfs import NvmeSysfs
@@ -17,8 +19,8 @@ NQN_C = PREFIX + "pvc-cccccccc-0000-4000-8000-000000000003"
 BOOT = "nqn.2019-08.org.example.diskless:node-var"
 
 
-def make(nvme: NvmeStandin, **config: object) -> NvmeTcpConnector:
-    settings = {
+def make(nvme: NvmeStandin, **config: Any) -> NvmeTcpConnector:
+    settings: dict[str, Any] = {
         "device_timeout": 5.0,
         "poll_initial": 0.01,
         "poll_max": 0.05,
@@ -29,7 +31,7 @@ def make(nvme: NvmeStandin, **config: object) -> NvmeTcpConnector:
         CommandRunner(tools={"nvme": str(nvme.path)}),
         sys_root=str(nvme.sys_root),
         dev_root=str(nvme.dev_root),
-        config=NvmeTcpConfig(**settings),  # type: ignore[arg-type]
+        config=NvmeTcpConfig(**settings),
     )
 
 
@@ -90,7 +92,8 @@ def test_several_subsystems_and_controllers_resolve_by_nqn(nvme: NvmeStandin) ->
     nvme.add_subsystem(subsys=2, nqn=NQN_B, controllers=[2], namespaces=[2, 1])
     sysfs = NvmeSysfs(str(nvme.sys_root), str(nvme.dev_root))
     assert sysfs.device_path(NQN_A) == f"{nvme.dev_root}/nvme1n1"
-    assert sysfs.find(NQN_A).controllers == ("nvme1", "nvme4")  # type: ignore[union-attr]
+    subsystem = sysfs.find(NQN_A)
+    assert subsystem is not None and subsystem.controllers == ("nvme1", "nvme4")
     assert sysfs.device_path(NQN_B) == f"{nvme.dev_root}/nvme2n1"  # lowest namespace first
     assert sysfs.device_path(BOOT) == f"{nvme.dev_root}/nvme0n1"
     assert sysfs.device_path(NQN_C) is None
@@ -99,7 +102,8 @@ def test_several_subsystems_and_controllers_resolve_by_nqn(nvme: NvmeStandin) ->
 def test_a_block_device_without_its_dev_node_is_not_returned_yet(nvme: NvmeStandin) -> None:
     nvme.add_subsystem(subsys=0, nqn=NQN_A, controllers=[0], dev_nodes=False)
     sysfs = NvmeSysfs(str(nvme.sys_root), str(nvme.dev_root))
-    assert sysfs.find(NQN_A).block_devices == ("nvme0n1",)  # type: ignore[union-attr]
+    subsystem = sysfs.find(NQN_A)
+    assert subsystem is not None and subsystem.block_devices == ("nvme0n1",)
     assert sysfs.device_path(NQN_A) is None
 
 
