@@ -35,6 +35,8 @@ DeviceResolver = Callable[[], Awaitable[str | None]]
 
 PROBE_NAME = ".rds-csi-health-probe"
 
+_VolumeDevice = tuple[str, tuple[int, int]]  # path and major:minor the volume resolves to
+
 
 class HealthState(enum.Enum):
     HEALTHY = "healthy"
@@ -112,9 +114,9 @@ class StaleChecker:
         if entry is None:
             return MountHealth(HealthState.NOT_MOUNTED, path, StaleReason.MOUNT_NOT_FOUND)
         try:
-            verdict, volume_rdev = await self._check_identity(path, entry, resolve_device)
+            verdict, volume = await self._check_identity(path, entry, resolve_device)
             if verdict is None:
-                verdict = await self._check_errno(path, volume_rdev)
+                verdict = await self._check_errno(path, volume)
         except ProbeTimeout as exc:
             verdict = MountHealth(HealthState.UNRESPONSIVE, path, "probe_timeout", str(exc))
         if verdict.abnormal:
@@ -131,8 +133,8 @@ class StaleChecker:
 
     async def _check_identity(
         self, path: str, entry: MountInfo, resolve_device: DeviceResolver | None
-    ) -> tuple[MountHealth | None, tuple[int, int] | None]:
-        """A stale verdict, or None plus the rdev the volume resolves to (when known)."""
+    ) -> tuple[MountHealth | None, _VolumeDevice | None]:
+        """A stale verdict, or None plus the device the volume resolves to (when known)."""
         mounted = entry.device_number
         source = entry.source
         block_backed = entry.fs_type in filesystem.MOUNTABLE_FS and source.startswith("/")
@@ -188,19 +190,22 @@ class StaleChecker:
                 old_device=old,
                 new_device=current,
             )
-        return None, _rdev(current_st)
+        return None, (current, _rdev(current_st))
 
-    async def _check_errno(self, path: str, volume_rdev: tuple[int, int] | None) -> MountHealth:
+    async def _check_errno(self, path: str, volume: _VolumeDevice | None) -> MountHealth:
         timeout = self.probe_timeout
         try:
             st = await self.prober.stat(path, timeout=timeout)
             if stat.S_ISBLK(st.st_mode):
-                if volume_rdev is not None and _rdev(st) != volume_rdev:
+                if volume is not None and _rdev(st) != volume[1]:
                     return MountHealth(
                         HealthState.STALE,
                         path,
                         StaleReason.DEVICE_MISMATCH,
-                        f"{path} is device {_fmt(_rdev(st))}, the volume is {_fmt(volume_rdev)}",
+                        f"{path} is device {_fmt(_rdev(st))}, the volume is now {volume[0]} "
+                        f"({_fmt(volume[1])})",
+                        old_device=_fmt(_rdev(st)),
+                        new_device=volume[0],
                     )
                 await self.prober.block_device_size(path, timeout=timeout)
             elif stat.S_ISDIR(st.st_mode):

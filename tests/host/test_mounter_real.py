@@ -125,7 +125,33 @@ async def test_busy_mount_is_never_lazily_unmounted(mounter: Mounter, ext4_volum
         assert mounter.is_mounted(point)
         device_users = await mounter.device_users(ext4_volume.device)
         assert device_users.mounts == (point,) and device_users.in_use
-    assert await mounter.unmount_all(point) == 1
+    assert await mounter.lazy_unmount(point) is True  # nobody uses it any more
+    assert not mounter.is_mounted(point)
+    assert not (await mounter.device_users(ext4_volume.device)).in_use
+
+
+async def test_process_holding_the_block_device_is_a_user(
+    mounter: Mounter, ext4_volume: Volume
+) -> None:
+    with open_file_in_child(Path(ext4_volume.device)) as pid:
+        users = await mounter.device_users(ext4_volume.device)
+        assert [p.pid for p in users.processes] == [pid]
+        assert users.mounts == () and users.holders == ()
+    assert not (await mounter.device_users(ext4_volume.device)).in_use
+
+
+async def test_raw_block_publish_is_a_bind_mount_of_the_device_node(
+    mounter: Mounter, ext4_volume: Volume, tmp_path: Path
+) -> None:
+    target = tmp_path / "pod" / "block"
+    await mounter.make_mount_target(str(target), is_file=True)
+    await mounter.bind_mount(ext4_volume.device, str(target), readonly=True)
+    assert await mounter.device_size(str(target)) == 64 * MIB
+    assert await mounter.device_number(str(target)) == await mounter.device_number(
+        ext4_volume.device
+    )
+    await mounter.cleanup_mount_point(str(target))
+    assert not target.exists()
 
 
 async def test_unmount_all_removes_stacked_mounts(

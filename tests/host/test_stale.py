@@ -175,3 +175,28 @@ async def test_hung_mount_is_unresponsive_then_disconnected_is_stale(
     verdict = await checker.check(str(hung_fuse.path))
     assert (verdict.state, verdict.errno) == (HealthState.STALE, errno.ENOTCONN)
     assert "Transport endpoint is not connected (ENOTCONN)" in verdict.message
+
+
+@pytest.mark.root
+async def test_raw_block_publish_follows_the_volume_device(
+    mounter: Mounter, staged: tuple[LoopConnector, LoopTarget, Volume], tmp_path: Path
+) -> None:
+    """A block volume published as a bind-mounted device node: its identity is the node's
+    rdev, compared with the device the volume resolves to now."""
+    connector, target, volume = staged
+    published = tmp_path / "block"
+    await mounter.make_mount_target(str(published), is_file=True)
+    await mounter.bind_mount(volume.device, str(published))
+
+    async def resolve() -> str | None:
+        return await connector.resolve_device(target)
+
+    checker = StaleChecker(mounter)
+    assert (await checker.check(str(published), resolve_device=resolve)).healthy
+    rdev = os.stat(volume.device).st_rdev
+    old_number = f"{os.major(rdev)}:{os.minor(rdev)}"
+    await connector.disconnect(target)
+    new_device = await connector.connect(target)
+    verdict = await checker.check(str(published), resolve_device=resolve)
+    assert (verdict.state, verdict.reason) == (HealthState.STALE, StaleReason.DEVICE_MISMATCH)
+    assert (verdict.old_device, verdict.new_device) == (old_number, new_device)
