@@ -44,6 +44,8 @@ class Config:
     metrics_address: tuple[str, int] | None
     shutdown_grace: float
     event_flush_timeout: float
+    topology_zone: str
+    loop_backing_dir: Path | None
 
 
 class UsageError(Exception):
@@ -118,6 +120,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds that in-flight RPCs and the event flush get on SIGTERM (%(default)s)",
     )
     add(
+        "--topology-zone",
+        default=env.get("RDS_TOPOLOGY_ZONE", "default"),
+        help="value of topology.rds.csi.srvlab.io/zone in NodeGetInfo (env RDS_TOPOLOGY_ZONE; "
+        "default %(default)s)",
+    )
+    add(
+        "--loop-backing-dir",
+        default=None,
+        help="loop connector: directory holding <volume id>.img backing files, so that "
+        "NodeUnstageVolume can find a volume from its id alone",
+    )
+    add(
         "--event-flush-timeout",
         type=float,
         default=5.0,
@@ -176,6 +190,11 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> C
             raise UsageError("--shutdown-grace must be between 0 and 300 seconds")
         if not 0 < args.event_flush_timeout <= 300:
             raise UsageError("--event-flush-timeout must be between 0 and 300 seconds")
+        loop_dir = Path(args.loop_backing_dir) if args.loop_backing_dir else None
+        if loop_dir is not None and not (loop_dir.is_absolute() and loop_dir.is_dir()):
+            raise UsageError(f"--loop-backing-dir {loop_dir}: not an existing absolute directory")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", args.topology_zone):
+            raise UsageError(f"--topology-zone {args.topology_zone!r}: not a valid label value")
         return Config(
             socket_path=_socket_path(args.endpoint),
             node_id=node_id,
@@ -189,6 +208,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> C
             metrics_address=_metrics_address(args.metrics_address),
             shutdown_grace=args.shutdown_grace,
             event_flush_timeout=args.event_flush_timeout,
+            topology_zone=args.topology_zone,
+            loop_backing_dir=loop_dir,
         )
     except UsageError as err:
         parser.error(str(err))

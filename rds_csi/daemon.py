@@ -10,20 +10,71 @@ import structlog
 
 from rds_csi import __version__
 from rds_csi.cli import Config
-from rds_csi.event_pipeline import load_kube_configuration, start_event_pipeline
+from rds_csi.event_pipeline import EventPipeline, load_kube_configuration, start_event_pipeline
 from rds_csi.gen.csi import v1 as csi
 from rds_csi.grpc_server import CsiServer, SocketInUseError
+from rds_csi.host import (
+    CommandRunner,
+    Connector,
+    LoopConnector,
+    Mounter,
+    MountRecoverer,
+    NvmeTcpConfig,
+    NvmeTcpConnector,
+    Prober,
+    StaleChecker,
+)
 from rds_csi.identity_server import IdentityService, Readiness
 from rds_csi.logs import configure_logging
+from rds_csi.node_server import NodeService
 
-__all__ = ["run", "serve"]
+__all__ = ["build_node_service", "run", "serve"]
 
 log = structlog.get_logger("rds_csi.daemon")
 
-_REQUIRED_TOOLS = {
-    "nvme-tcp": ("nvme", "mount", "umount", "blkid"),
-    "loop": ("losetup", "mount", "umount", "blkid"),
-}
+# Start-up clean-up of orphaned NVMe/TCP connections is best effort and must not hold up Probe.
+ORPHAN_CLEANUP_TIMEOUT = 120.0
+
+
+def build_connector(config: Config, runner: CommandRunner) -> Connector:
+    if config.connector == "loop":
+        backing = str(config.loop_backing_dir) if config.loop_backing_dir else None
+        return LoopConnector(runner, backing_dir=backing)
+    return NvmeTcpConnector(
+        runner, config=NvmeTcpConfig(managed_nqn_prefix=config.managed_nqn_prefix)
+    )
+
+
+def build_node_service(config: Config, pipeline: EventPipeline) -> NodeService:
+    runner = CommandRunner()
+    mounter = Mounter(runner, Prober(timeout=5.0))
+    return NodeService(
+        node_id=config.node_id,
+        connector=build_connector(config, runner),
+        mounter=mounter,
+        checker=StaleChecker(mounter),
+        recoverer=MountRecoverer(mounter),
+        poster=pipeline.poster,
+        zone=config.topology_zone,
+    )
+
+
+async def _start_up(node: NodeService, readiness: Readiness) -> None:
+    """What must finish before Probe reports ready."""
+    try:
+        report = await asyncio.wait_for(node.connector.cleanup_orphans(), ORPHAN_CLEANUP_TIMEOUT)
+    except Exception as err:  # best effort: a failed clean-up must not keep the node down
+        log.warning("orphan clean-up failed", error=str(err))
+    else:
+        if report.detached or report.failed:
+            log.info(
+                "orphan clean-up",
+                detached=report.detached,
+                skipped=report.skipped,
+                failed=report.failed,
+            )
+    readiness.set_ready()
+    log.info("ready")
 
 
 async def serve(config: Config, stop: asyncio.Event) -> int:
@@ -42,21 +93,21 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
         kube_configuration=kube_configuration,
         event_api=config.event_api,
     )
+    node = build_node_service(config, pipeline)
     identity = IdentityService(
         driver_name=config.driver_name,
         vendor_version=__version__,
         readiness=readiness,
-        required_tools=lambda: _REQUIRED_TOOLS[config.connector],
+        required_tools=lambda: [*node.connector.required_tools(), "mount", "umount", "blkid"],
         connector_name=config.connector,
     )
-    server = CsiServer([identity, csi.NodeBase(), csi.ControllerBase()])
+    server = CsiServer([identity, node, csi.ControllerBase()])
     try:
         await server.start(config.socket_path)
     except (SocketInUseError, OSError) as err:
         log.error("cannot listen", socket=str(config.socket_path), error=str(err))
         await pipeline.aclose(timeout=1.0)
         return 1
-    readiness.set_ready()
     log.info(
         "started",
         version=__version__,
@@ -64,11 +115,16 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
         node_id=config.node_id,
         connector=config.connector,
     )
+    start_up = asyncio.create_task(_start_up(node, readiness))
 
     await stop.wait()
     stopping_since = time.monotonic()
     log.info("stopping", grace_s=config.shutdown_grace)
+    start_up.cancel()
     drained = await server.stop(grace=config.shutdown_grace)
+    # Operations whose caller gave up (client deadline) still run: let them finish too.
+    remaining = max(0.0, config.shutdown_grace - (time.monotonic() - stopping_since))
+    drained = await node.operations.wait_idle(remaining) and drained
     report = await pipeline.aclose(timeout=config.event_flush_timeout)
     log.info(
         "stopped",

@@ -26,7 +26,7 @@ def pb() -> tuple[Any, Any]:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     proc = DaemonProcess(tmp_path / "csi.sock", ["--connector", "loop"]).start()
-    proc.wait_for_log("started")
+    proc.wait_for_log("ready")
     yield proc
     proc.kill()
 
@@ -87,7 +87,7 @@ def test_secrets_never_reach_the_log(tmp_path: Path, pb: tuple[Any, Any]) -> Non
     proc = DaemonProcess(tmp_path / "csi.sock", ["--connector", "loop", "--log-level", "debug"])
     proc.start()
     try:
-        proc.wait_for_log("started")
+        proc.wait_for_log("ready")
         request = csi_pb2.NodeStageVolumeRequest(
             volume_id="pvc-secret-test",
             staging_target_path=str(tmp_path / "staging"),
@@ -126,7 +126,7 @@ def test_starts_over_a_stale_socket_left_by_a_crash(tmp_path: Path, pb: tuple[An
 
     proc = DaemonProcess(path, ["--connector", "loop"]).start()
     try:
-        proc.wait_for_log("started")
+        proc.wait_for_log("ready")
         assert any(line.get("event") == "removed stale socket" for line in proc.lines)
         csi_pb2, csi_pb2_grpc = pb
         with channel(path) as ch:
@@ -154,7 +154,7 @@ def test_probe_fails_precondition_when_a_host_tool_is_missing(
     )
     proc.start()
     try:
-        proc.wait_for_log("started")
+        proc.wait_for_log("ready")
         csi_pb2, csi_pb2_grpc = pb
         with channel(proc.socket_path) as ch, pytest.raises(grpc.RpcError) as err:
             csi_pb2_grpc.IdentityStub(ch).Probe(csi_pb2.ProbeRequest(), timeout=10)
