@@ -16,6 +16,7 @@ import enum
 import errno
 import fcntl
 import os
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -220,15 +221,39 @@ class Prober:
 
         return await self.call("lstat", path, check, timeout=timeout)
 
+    async def probe_mount_point(
+        self, path: str, *, lookup_name: str, timeout: float | None = None
+    ) -> os.stat_result:
+        """Touch a mount point the ways a dead or damaged filesystem fails, in one thread:
+        stat; for a directory statvfs, readdir and a lookup of `lookup_name` (which forces a
+        directory read; ENOENT is healthy); for a block device node open + BLKGETSIZE64.
+        The first OSError propagates (its filename says which step failed)."""
+
+        def probe() -> os.stat_result:
+            st = os.stat(path)
+            if stat.S_ISBLK(st.st_mode):
+                _block_size(path)
+                return st
+            os.statvfs(path)
+            if stat.S_ISDIR(st.st_mode):
+                with os.scandir(path) as entries:
+                    next(entries, None)
+                with contextlib.suppress(FileNotFoundError):
+                    os.lstat(os.path.join(path, lookup_name))
+            return st
+
+        return await self.call("probe", path, probe, timeout=timeout)
+
     async def block_device_size(self, device: str, *, timeout: float | None = None) -> int:
         """Size in bytes through the BLKGETSIZE64 ioctl (opening a dead device can hang)."""
 
-        def size() -> int:
-            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            try:
-                raw = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
-            finally:
-                os.close(fd)
-            return int(struct.unpack("Q", raw)[0])
+        return await self.call("open", device, lambda: _block_size(device), timeout=timeout)
 
-        return await self.call("open", device, size, timeout=timeout)
+
+def _block_size(device: str) -> int:
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        raw = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+    finally:
+        os.close(fd)
+    return int(struct.unpack("Q", raw)[0])

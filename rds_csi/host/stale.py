@@ -193,29 +193,22 @@ class StaleChecker:
         return None, (current, _rdev(current_st))
 
     async def _check_errno(self, path: str, volume: _VolumeDevice | None) -> MountHealth:
-        timeout = self.probe_timeout
         try:
-            st = await self.prober.stat(path, timeout=timeout)
-            if stat.S_ISBLK(st.st_mode):
-                if volume is not None and _rdev(st) != volume[1]:
-                    return MountHealth(
-                        HealthState.STALE,
-                        path,
-                        StaleReason.DEVICE_MISMATCH,
-                        f"{path} is device {_fmt(_rdev(st))}, the volume is now {volume[0]} "
-                        f"({_fmt(volume[1])})",
-                        old_device=_fmt(_rdev(st)),
-                        new_device=volume[0],
-                    )
-                await self.prober.block_device_size(path, timeout=timeout)
-            elif stat.S_ISDIR(st.st_mode):
-                await self.prober.statvfs(path, timeout=timeout)
-                await self.prober.read_first_entry(path, timeout=timeout)
-                await self.prober.lookup(path, PROBE_NAME, timeout=timeout)
-            else:
-                await self.prober.statvfs(path, timeout=timeout)
+            st = await self.prober.probe_mount_point(
+                path, lookup_name=PROBE_NAME, timeout=self.probe_timeout
+            )
         except OSError as exc:
             return _errno_verdict(path, exc)
+        if stat.S_ISBLK(st.st_mode) and volume is not None and _rdev(st) != volume[1]:
+            return MountHealth(
+                HealthState.STALE,
+                path,
+                StaleReason.DEVICE_MISMATCH,
+                f"{path} is device {_fmt(_rdev(st))}, the volume is now {volume[0]} "
+                f"({_fmt(volume[1])})",
+                old_device=_fmt(_rdev(st)),
+                new_device=volume[0],
+            )
         return MountHealth(HealthState.HEALTHY, path)
 
 

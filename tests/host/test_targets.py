@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rds_csi.host.connectors.base import Connector, VolumeTarget
 from rds_csi.host.connectors.loop import LoopConnector, LoopTarget
 from rds_csi.host.connectors.nvme_tcp import (
     NvmeTcpConnector,
@@ -161,3 +162,20 @@ async def test_connectors_reject_each_others_targets() -> None:
         await nvme.connect(LoopTarget("/x.img"))
     with pytest.raises(InvalidInput, match="loop connector cannot handle"):
         await loop.disconnect(NvmeTcpTarget(NQN, "10.0.0.5"))
+
+
+def test_both_connectors_satisfy_the_connector_protocol(tmp_path: Path) -> None:
+    """Checked statically by mypy (the annotated assignments) and at run time for targets."""
+    runner = CommandRunner()
+    connectors: list[Connector] = [NvmeTcpConnector(runner), LoopConnector(runner)]
+    assert [c.name for c in connectors] == ["nvme-tcp", "loop"]
+    assert [c.required_tools() for c in connectors] == [["nvme"], ["losetup"]]
+    image = tmp_path / "v.img"
+    image.write_bytes(b"")
+    targets: list[VolumeTarget] = [
+        connectors[0].parse_target("v", {"nqn": NQN, "nvmeAddress": "10.0.0.5"}),
+        connectors[1].parse_target("v", {"backingFile": str(image)}),
+    ]
+    assert all(isinstance(t, VolumeTarget) for t in targets)
+    assert [t.key for t in targets] == [NQN, str(image)]
+    assert targets[0].describe() == f"{NQN} at 10.0.0.5:4420"
