@@ -25,10 +25,15 @@ class GatedNode(csi.NodeBase):
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def node_get_info(self, message: csi.NodeGetInfoRequest) -> csi.NodeGetInfoResponse:
         self.entered.set()
-        await self.gate.wait()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
         return csi.NodeGetInfoResponse(node_id="gated")
 
     async def node_get_capabilities(
@@ -55,14 +60,14 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in stream.getvalue().splitlines() if raw.startswith("{")]
 
 
-async def call(path: Path, pb: tuple[Any, Any], method: str) -> Any:
+async def call(path: Path, pb: tuple[Any, Any], method: str, timeout: float = 20) -> Any:
     csi_pb2, csi_pb2_grpc = pb
 
     def blocking() -> Any:
         with grpc.insecure_channel(f"unix://{path}") as ch:
             stub = csi_pb2_grpc.NodeStub(ch)
             request = getattr(csi_pb2, f"{method}Request")()
-            return getattr(stub, method)(request, timeout=20)
+            return getattr(stub, method)(request, timeout=timeout)
 
     return await asyncio.to_thread(blocking)
 
@@ -115,9 +120,10 @@ async def test_stop_cancels_calls_that_outlive_the_grace_period(
     server = CsiServer([node])
     path = tmp_path / "csi.sock"
     await server.start(path)
-    in_flight = asyncio.create_task(call(path, pb, "NodeGetInfo"))
+    in_flight = asyncio.create_task(call(path, pb, "NodeGetInfo", timeout=3))
     await node.entered.wait()
     assert await server.stop(grace=0.2) is False
+    assert node.cancelled.is_set()  # the handler was cancelled, not left running
     with pytest.raises(grpc.RpcError):
         await in_flight
 
