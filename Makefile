@@ -35,5 +35,13 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# Real NVMe/TCP (nvmet-tcp target + nvme-tcp initiator) in a QEMU guest under TCG; needs root.
+e2e-nvme: $(STAMP)
+	$(BIN)/python -m tests.e2e_nvme.run
+
+# A no-cluster walk through the plugin with the loop connector and the API-server emulator; needs root.
+demo: $(STAMP)
+	$(BIN)/python -m demo
+
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
