@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +41,7 @@ HEALTHY_DEVICE = "/dev/ram2"
 BACKING_BYTES = 64 * 1024 * 1024  # brd rd_size=65536 (KiB), see build.MODULE_PARAMS
 PORT = Port(port_id=1, traddr="127.0.0.1", trsvcid=4420)
 WORKDIR = Path("/tmp/e2e-nvme")
+DAEMON_SOCKET = Path("/run/e2e-nvme/csi.sock")
 CONNECTOR_MODULE = "rds_csi.host.connectors.nvme_tcp"
 SYS_NVME = Path("/sys/class/nvme")
 SYS_SUBSYS = Path("/sys/class/nvme-subsystem")
@@ -160,11 +163,22 @@ class Context:
     managed_nqn: str
     boot_nqn: str = BOOT_NQN
     timings: dict[str, float] = field(default_factory=dict)
+    daemon: Daemon | None = None
 
     def mountpoint(self, name: str) -> Path:
         path = WORKDIR / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    async def running_daemon(self) -> Daemon:
+        """One daemon for every scenario that needs it: its start-up is paid once."""
+        if self.daemon is None:
+            self.daemon = Daemon(DAEMON_SOCKET)
+            self.timings["daemon_start_to_ready"] = await self.daemon.start()
+        assert self.daemon.proc is not None and self.daemon.proc.returncode is None, (
+            f"the daemon has exited: {self.daemon.log[-5:]}"
+        )
+        return self.daemon
 
 
 IMPORT_TIMINGS: dict[str, float] = {}  # first-import costs measured where the imports happen
@@ -507,6 +521,144 @@ async def grpc_probe(ctx: Context) -> None:
         ctx.timings[f"import_{module}"] = time.monotonic() - started
 
 
+# --- scenarios: the daemon over its gRPC socket ------------------------------------------------
+
+
+class Daemon:
+    """`python -m rds_csi` in the guest on a unix socket, with a grpclib channel to it.
+
+    Readiness is its own "started" log line (JSON on stdout), not a poll of the socket.
+    """
+
+    def __init__(self, socket_path: Path, *extra: str) -> None:
+        self.socket_path = socket_path
+        self.argv = [
+            sys.executable,
+            "-m",
+            "rds_csi",
+            "--endpoint",
+            f"unix://{socket_path}",
+            "--node-id",
+            "e2e-guest",
+            "--connector",
+            "nvme-tcp",
+            "--log-format",
+            "json",
+            *extra,
+        ]
+        self.log: list[dict[str, Any]] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.channel: Any = None
+
+    async def start(self, ready_timeout: float = 120.0) -> float:
+        """Start and wait for "started"; returns how long that took."""
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        env = dict(os.environ)
+        if os.environ.get("E2E_DAEMON_IMPORTTIME"):
+            env["PYTHONPROFILEIMPORTTIME"] = "1"  # lands in self.log as non-JSON lines
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._pump = asyncio.create_task(self._read_log(ready))
+        await asyncio.wait_for(ready, ready_timeout)
+        elapsed = time.monotonic() - started
+        from grpclib.client import Channel
+
+        self.channel = Channel(path=str(self.socket_path))
+        return elapsed
+
+    async def _read_log(self, ready: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = {"event": text}
+            self.log.append(record)
+            if record.get("event") == "started" and not ready.done():
+                ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(AssertionError(f"daemon exited before starting: {self.log[-5:]}"))
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit status (a clean shutdown is 0)."""
+        if self.channel is not None:
+            self.channel.close()
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            returncode = await asyncio.wait_for(self.proc.wait(), timeout)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._pump is not None:
+            await self._pump
+        return returncode
+
+    def report_import_times(self, top: int = 15) -> None:
+        """With E2E_DAEMON_IMPORTTIME=1: the slowest imports (cumulative) of the daemon."""
+        rows = []
+        for record in self.log:
+            text = str(record.get("event", ""))
+            if text.startswith("import time:") and "|" in text:
+                _, cumulative, name = text.split("|", 2)
+                if cumulative.strip().isdigit():
+                    rows.append((int(cumulative), name.rstrip()))
+        for cumulative, name in sorted(rows, reverse=True)[:top]:
+            say(f"INFO daemon import {cumulative / 1e6:7.3f}s {name}")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [record for record in self.log if record.get("event") == name]
+
+
+@scenario
+async def daemon_identity_over_grpc(ctx: Context) -> None:
+    """The real daemon in the guest: start-up cost, then Identity over its socket."""
+    daemon = await ctx.running_daemon()
+    started = time.monotonic()
+    from rds_csi.gen.csi import v1 as csi
+
+    identity = csi.IdentityStub(daemon.channel)
+    info = await identity.get_plugin_info(timeout=30)
+    ctx.timings["grpc_first_identity_call"] = time.monotonic() - started
+    assert info.name, "GetPluginInfo returned no driver name"
+    assert info.manifest.get("connector") == "nvme-tcp", info.manifest
+    probe = await identity.probe(timeout=30)
+    assert probe.ready, f"Probe says not ready: {probe}"
+    say(f"INFO daemon {info.name} {info.vendor_version}, probe ready={probe.ready}")
+
+
+async def stop_daemon(ctx: Context) -> bool:
+    """SIGTERM the shared daemon (if a scenario started it): it must exit 0 and say 'stopped'."""
+    daemon = ctx.daemon
+    if daemon is None:
+        return True
+    started = time.monotonic()
+    try:
+        returncode = await daemon.stop()
+        assert returncode == 0, f"daemon exited {returncode} on SIGTERM"
+        assert daemon.events("stopped"), "no 'stopped' log line after SIGTERM"
+    except Exception as exc:
+        say(f"FAIL daemon_shutdown: {type(exc).__name__}: {exc}")
+        for record in daemon.log[-15:]:
+            say(f"DIAG daemon {record}")
+        return False
+    finally:
+        daemon.report_import_times()
+    say(f"PASS daemon_shutdown ({time.monotonic() - started:.2f}s)")
+    return True
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 
@@ -569,6 +721,11 @@ async def main() -> int:
     selected = [(n, f) for n, f in SCENARIOS if not only or n in only]
     started = time.monotonic()
     passed, failed, skipped = await run_scenarios(ctx, selected)
+    if ctx.daemon is not None:
+        if await stop_daemon(ctx):
+            passed += 1
+        else:
+            failed += 1
     timings["scenarios_total"] = time.monotonic() - started
     target.teardown()
 

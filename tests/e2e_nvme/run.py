@@ -60,7 +60,10 @@ def qemu_argv(image: GuestImage, append: str, memory_mib: int, timeout: float) -
     ]  # fmt: skip
 
 
-def kernel_command_line(python: str, only: str, guest_timeout: float) -> str:
+def kernel_command_line(
+    python: str, only: str, guest_timeout: float, guest_env: list[str] | None = None
+) -> str:
+    """Words with '=' that the kernel does not know reach init's (and so Python's) environment."""
     words = [
         "console=ttyS0",
         "quiet",
@@ -71,6 +74,10 @@ def kernel_command_line(python: str, only: str, guest_timeout: float) -> str:
     ]
     if only:
         words.append(f"E2E_ONLY={only}")
+    for assignment in guest_env or []:
+        if "=" not in assignment or "." in assignment.split("=", 1)[0]:
+            raise SystemExit(f"e2e-nvme: --guest-env wants NAME=VALUE, got {assignment!r}")
+        words.append(assignment)
     for word in words:
         if any(c.isspace() or c == '"' for c in word):
             raise SystemExit(f"e2e-nvme: cannot pass {word!r} on the kernel command line")
@@ -165,6 +172,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="QEMU time limit")
     parser.add_argument("--memory", type=int, default=512, help="guest RAM in MiB")
     parser.add_argument(
+        "--guest-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the guest test, e.g. PYTHONPROFILEIMPORTTIME=1",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="stream only result lines; the console tail on failure"
     )
     return parser.parse_args(argv)
@@ -188,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     precompile()
     guest_timeout = max(5.0, args.timeout - 30)  # the guest reports its own hang first
-    append = kernel_command_line(sys.executable, args.only, guest_timeout)
+    append = kernel_command_line(sys.executable, args.only, guest_timeout, args.guest_env)
     argv_qemu = qemu_argv(image, append, args.memory, args.timeout)
     run = boot(argv_qemu, deadline=args.timeout + KILL_MARGIN, echo_all=not args.quiet)
     verdict = judge(run)
