@@ -26,6 +26,7 @@ from rds_csi.host import (
 )
 from rds_csi.identity_server import IdentityService, Readiness
 from rds_csi.logs import configure_logging
+from rds_csi.metrics import MetricsServer, PluginMetrics, RpcDurations
 from rds_csi.node_server import NodeService
 
 __all__ = ["build_node_service", "run", "serve"]
@@ -77,6 +78,28 @@ async def _start_up(node: NodeService, readiness: Readiness) -> None:
     log.info("ready")
 
 
+def _metrics_server(
+    config: Config,
+    readiness: Readiness,
+    server: CsiServer,
+    pipeline: EventPipeline,
+    node: NodeService,
+    rpc_durations: RpcDurations,
+) -> MetricsServer:
+    def ready() -> bool:
+        return readiness.ready and not server.observer.draining
+
+    metrics = PluginMetrics(
+        rpc=rpc_durations,
+        pipeline=pipeline.stats,
+        node=node.stats,
+        ready=ready,
+        rpcs_in_flight=lambda: server.observer.in_flight,
+        info={"version": __version__, "driver": config.driver_name, "connector": config.connector},
+    )
+    return MetricsServer(metrics.render, ready)
+
+
 async def serve(config: Config, stop: asyncio.Event) -> int:
     """Serve until `stop` is set; returns the process exit status."""
     readiness = Readiness()
@@ -101,11 +124,24 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
         required_tools=lambda: [*node.connector.required_tools(), "mount", "umount", "blkid"],
         connector_name=config.connector,
     )
-    server = CsiServer([identity, node, csi.ControllerBase()])
+    rpc_durations = RpcDurations()
+    server = CsiServer([identity, node, csi.ControllerBase()], on_rpc_done=rpc_durations.observe)
+    metrics_server = None
+    if config.metrics_address is not None:
+        metrics_server = _metrics_server(config, readiness, server, pipeline, node, rpc_durations)
+        try:
+            await metrics_server.start(*config.metrics_address)
+        except OSError as err:
+            # Asked for explicitly, and the readiness probe depends on it: refuse to run blind.
+            log.error("cannot listen for metrics", address=config.metrics_address, error=str(err))
+            await pipeline.aclose(timeout=1.0)
+            return 1
     try:
         await server.start(config.socket_path)
     except (SocketInUseError, OSError) as err:
         log.error("cannot listen", socket=str(config.socket_path), error=str(err))
+        if metrics_server is not None:
+            await metrics_server.aclose()
         await pipeline.aclose(timeout=1.0)
         return 1
     log.info(
@@ -126,6 +162,8 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
     remaining = max(0.0, config.shutdown_grace - (time.monotonic() - stopping_since))
     drained = await node.operations.wait_idle(remaining) and drained
     report = await pipeline.aclose(timeout=config.event_flush_timeout)
+    if metrics_server is not None:
+        await metrics_server.aclose()
     log.info(
         "stopped",
         drained=drained,
