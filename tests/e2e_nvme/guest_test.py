@@ -42,9 +42,12 @@ BACKING_BYTES = 64 * 1024 * 1024  # brd rd_size=65536 (KiB), see build.MODULE_PA
 PORT = Port(port_id=1, traddr="127.0.0.1", trsvcid=4420)
 WORKDIR = Path("/tmp/e2e-nvme")
 DAEMON_SOCKET = Path("/run/e2e-nvme/csi.sock")
+READY_EVENT = "ready"
+PVC_KEYS = {"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "e2e"}
 CONNECTOR_MODULE = "rds_csi.host.connectors.nvme_tcp"
 SYS_NVME = Path("/sys/class/nvme")
 SYS_SUBSYS = Path("/sys/class/nvme-subsystem")
+RPC_TIMEOUT = 120.0  # the slowest RPC (publish with recovery) under TCG stays well below
 WAIT_TIMEOUT = 30.0  # safety net only: every wait returns as soon as its condition holds
 POLL = 0.05
 
@@ -527,7 +530,8 @@ async def grpc_probe(ctx: Context) -> None:
 class Daemon:
     """`python -m rds_csi` in the guest on a unix socket, with a grpclib channel to it.
 
-    Readiness is its own "started" log line (JSON on stdout), not a poll of the socket.
+    Readiness is its own "ready" log line (JSON on stdout; after the start-up orphan clean-up,
+    when Probe turns ready), not a poll of the socket.
     """
 
     def __init__(self, socket_path: Path, *extra: str) -> None:
@@ -552,7 +556,7 @@ class Daemon:
         self.channel: Any = None
 
     async def start(self, ready_timeout: float = 120.0) -> float:
-        """Start and wait for "started"; returns how long that took."""
+        """Start and wait for "ready"; returns how long that took."""
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         env = dict(os.environ)
@@ -583,7 +587,7 @@ class Daemon:
             except ValueError:
                 record = {"event": text}
             self.log.append(record)
-            if record.get("event") == "started" and not ready.done():
+            if record.get("event") == READY_EVENT and not ready.done():
                 ready.set_result(None)
         if not ready.done():
             ready.set_exception(AssertionError(f"daemon exited before starting: {self.log[-5:]}"))
@@ -620,6 +624,37 @@ class Daemon:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [record for record in self.log if record.get("event") == name]
 
+    def kube_events(self, reason: str) -> list[dict[str, Any]]:
+        """Kubernetes events as the log sink wrote them (no API server in the guest)."""
+        return [r for r in self.events("kubernetes event") if r.get("reason") == reason]
+
+
+async def make_orphans(ctx: Context, *nqns: str) -> None:
+    """Connect each NQN, then take its namespace away: connected, but no block device."""
+    for nqn in nqns:
+        nvme_connect(nqn)
+        await connected_device(nqn)
+    for nqn in nqns:
+        ctx.target.set_namespace_enabled(nqn, 1, False)
+    for nqn in nqns:
+        await wait_for(
+            lambda nqn=nqn: not subsystem_block_devices(nqn), f"{nqn} to lose its device"
+        )
+
+
+@scenario
+async def daemon_startup_orphan_cleanup(ctx: Context) -> None:
+    """The daemon disconnects managed orphans before it turns ready, and nothing else."""
+    require_connector()
+    if ctx.daemon is not None:
+        raise Skip("the daemon is already running; this scenario must start it")
+    await make_orphans(ctx, ctx.managed_nqn, ctx.boot_nqn)
+    daemon = await ctx.running_daemon()
+    assert not controllers_of(ctx.managed_nqn), "the managed orphan is still connected"
+    assert controllers_of(ctx.boot_nqn), "the boot disk's subsystem was disconnected"
+    cleanups = daemon.events("orphan clean-up")
+    assert cleanups and cleanups[-1].get("detached") == [ctx.managed_nqn], cleanups
+
 
 @scenario
 async def daemon_identity_over_grpc(ctx: Context) -> None:
@@ -636,6 +671,209 @@ async def daemon_identity_over_grpc(ctx: Context) -> None:
     probe = await identity.probe(timeout=30)
     assert probe.ready, f"Probe says not ready: {probe}"
     say(f"INFO daemon {info.name} {info.vendor_version}, probe ready={probe.ready}")
+
+
+def mounts_at(path: Path) -> list[dict[str, str]]:
+    """mountinfo entries whose mount point is path (more than one: stacked mounts)."""
+    entries = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == str(path):
+                rest = fields[fields.index("-") + 1 :]
+                entries.append(
+                    {"dev": fields[2], "fstype": rest[0], "source": rest[1], "options": fields[5]}
+                )
+    return entries
+
+
+class NodeClient:
+    """NodeStub calls with the requests kubelet would send for one ext4 volume."""
+
+    def __init__(self, daemon: Daemon, nqn: str) -> None:
+        from rds_csi.gen.csi import v1 as csi
+
+        self.csi = csi
+        self.stub = csi.NodeStub(daemon.channel)
+        self.volume_id = volume_id(nqn)
+        self.context = {**volume_context(nqn), **PVC_KEYS}
+        base = WORKDIR / "kubelet" / self.volume_id
+        self.staging = base / "globalmount"
+        base.mkdir(parents=True, exist_ok=True)
+        self.capability = csi.VolumeCapability(
+            mount=csi.VolumeCapabilityMountVolume(fs_type="ext4"),
+            access_mode=csi.VolumeCapabilityAccessMode(
+                mode=csi.VolumeCapabilityAccessModeMode.SINGLE_NODE_WRITER
+            ),
+        )
+
+    def target(self, pod: str) -> Path:
+        pod_dir = WORKDIR / "kubelet" / "pods" / pod
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        return pod_dir / "mount"
+
+    async def stage(self) -> None:
+        await self.stub.node_stage_volume(
+            self.csi.NodeStageVolumeRequest(
+                volume_id=self.volume_id,
+                staging_target_path=str(self.staging),
+                volume_capability=self.capability,
+                volume_context=self.context,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+
+    async def unstage(self) -> None:
+        await self.stub.node_unstage_volume(
+            self.csi.NodeUnstageVolumeRequest(
+                volume_id=self.volume_id, staging_target_path=str(self.staging)
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+
+    async def publish(self, target: Path) -> None:
+        await self.stub.node_publish_volume(
+            self.csi.NodePublishVolumeRequest(
+                volume_id=self.volume_id,
+                staging_target_path=str(self.staging),
+                target_path=str(target),
+                volume_capability=self.capability,
+                volume_context=self.context,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+
+    async def unpublish(self, target: Path) -> None:
+        await self.stub.node_unpublish_volume(
+            self.csi.NodeUnpublishVolumeRequest(volume_id=self.volume_id, target_path=str(target)),
+            timeout=RPC_TIMEOUT,
+        )
+
+    async def stats(self, path: Path) -> Any:
+        return await self.stub.node_get_volume_stats(
+            self.csi.NodeGetVolumeStatsRequest(volume_id=self.volume_id, volume_path=str(path)),
+            timeout=RPC_TIMEOUT,
+        )
+
+
+def staged_from(client: NodeClient) -> dict[str, str]:
+    entries = mounts_at(client.staging)
+    assert len(entries) == 1, f"expected one mount at {client.staging}, got {entries}"
+    return entries[0]
+
+
+@scenario
+async def node_stage_publish_cycle(ctx: Context) -> None:
+    """Stage, publish, write, stats, unpublish, unstage over gRPC; each call twice (idempotent);
+    a second stage finds the data (no reformat)."""
+    daemon = await ctx.running_daemon()
+    node = NodeClient(daemon, ctx.managed_nqn)
+    pod = node.target("pod-a")
+
+    await node.stage()
+    await node.stage()
+    staged = staged_from(node)
+    devices = [f"/dev/{name}" for name in subsystem_block_devices(ctx.managed_nqn)]
+    assert staged["source"] in devices, f"staged from {staged['source']}, NQN has {devices}"
+    assert staged["fstype"] == "ext4", staged
+
+    await node.publish(pod)
+    await node.publish(pod)
+    published = mounts_at(pod)
+    assert len(published) == 1 and published[0]["dev"] == staged["dev"], published
+    payload = os.urandom(128 * 1024)
+    write_synced(pod / "data", payload)
+    assert (node.staging / "data").read_bytes() == payload, "publish is not a view of staging"
+
+    stats = await node.stats(pod)
+    by_unit = {usage.unit: usage for usage in stats.usage}
+    size = by_unit[node.csi.VolumeUsageUnit.BYTES]
+    say(f"INFO stats bytes total={size.total} used={size.used} available={size.available}")
+    assert 0 < size.total <= BACKING_BYTES and size.used > 0 and size.available > 0, size
+    assert by_unit[node.csi.VolumeUsageUnit.INODES].total > 0, stats
+    assert stats.volume_condition is not None and not stats.volume_condition.abnormal, stats
+
+    await node.unpublish(pod)
+    await node.unpublish(pod)
+    assert not mounts_at(pod), f"{pod} still mounted after unpublish"
+    await node.unstage()
+    await node.unstage()
+    assert not mounts_at(node.staging), "staging still mounted after unstage"
+    assert not controllers_of(ctx.managed_nqn), "unstage left the controller connected"
+
+    await node.stage()
+    assert (node.staging / "data").read_bytes() == payload, "re-stage lost the data (reformat?)"
+    await node.unstage()
+    assert not controllers_of(ctx.managed_nqn)
+
+
+@scenario
+async def node_stale_mount_recovery(ctx: Context) -> None:
+    """The namespace goes and comes back under a staged volume: stats report it abnormal, the
+    next publish remounts staging from the new device and posts StaleMountDetected."""
+    daemon = await ctx.running_daemon()
+    node = NodeClient(daemon, ctx.managed_nqn)
+    pod_a, pod_b = node.target("pod-a"), node.target("pod-b")
+    await node.stage()
+    await node.publish(pod_a)
+    payload = os.urandom(64 * 1024)
+    write_synced(pod_a / "before", payload)
+    old_device = staged_from(node)["source"]
+
+    ctx.target.set_namespace_enabled(ctx.managed_nqn, 1, False)
+    await wait_for(lambda: not subsystem_block_devices(ctx.managed_nqn), "the device to go")
+    stats = await node.stats(pod_a)
+    say(f"INFO stats on the stale mount: {stats.volume_condition}")
+    assert stats.volume_condition is not None and stats.volume_condition.abnormal, stats
+
+    ctx.target.set_namespace_enabled(ctx.managed_nqn, 1, True)
+    new_device = await connected_device(ctx.managed_nqn)
+    await node.publish(pod_b)
+    staged = staged_from(node)
+    say(f"INFO recovered: {old_device} -> {staged['source']}")
+    assert staged["source"] == new_device, f"staging is on {staged['source']}, not {new_device}"
+    assert (pod_b / "before").read_bytes() == payload, "data written before the loss is gone"
+    assert daemon.kube_events("StaleMountDetected"), "no StaleMountDetected event"
+    healthy = await node.stats(pod_b)
+    assert healthy.volume_condition is not None and not healthy.volume_condition.abnormal, healthy
+
+    for pod in (pod_a, pod_b):
+        await node.unpublish(pod)
+        assert not mounts_at(pod), f"{pod} still mounted"
+    await node.unstage()
+    assert not controllers_of(ctx.managed_nqn), "unstage left the controller connected"
+
+
+@scenario
+async def node_recovery_failed(ctx: Context) -> None:
+    """The appliance is gone for good (namespace, controller and port): publish fails with an
+    error, posts RecoveryFailed, and unpublish/unstage still clean up."""
+    daemon = await ctx.running_daemon()
+    from grpclib.exceptions import GRPCError
+
+    node = NodeClient(daemon, ctx.managed_nqn)
+    pod_a, pod_b = node.target("pod-a"), node.target("pod-b")
+    await node.stage()
+    await node.publish(pod_a)
+
+    ctx.target.set_namespace_enabled(ctx.managed_nqn, 1, False)
+    await wait_for(lambda: not subsystem_block_devices(ctx.managed_nqn), "the device to go")
+    run(["nvme", "disconnect", "-n", ctx.managed_nqn])  # the controller is lost as well
+    ctx.target.remove_port(PORT.port_id)  # and reconnecting is refused
+
+    try:
+        await node.publish(pod_b)
+    except GRPCError as exc:
+        say(f"INFO publish failed as expected: {exc.status.name}: {exc.message}")
+    else:
+        raise AssertionError("publish on an unrecoverable stale mount succeeded")
+    await wait_for(lambda: daemon.kube_events("RecoveryFailed"), "a RecoveryFailed event")
+    assert not mounts_at(pod_b), "publish failed but left a mount behind"
+
+    await node.unpublish(pod_a)
+    assert not mounts_at(pod_a), f"{pod_a} still mounted"
+    await node.unstage()
+    assert not mounts_at(node.staging), "staging still mounted after unstage"
 
 
 async def stop_daemon(ctx: Context) -> bool:
