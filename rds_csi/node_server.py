@@ -147,6 +147,10 @@ class NodeService(csi.NodeBase):
         self.zone = zone
         self.stats = stats or NodeStats()
         self.operations = VolumeOperations()
+        # Staging paths whose stale mount a failed recovery took down (path -> volume id): the
+        # next NodePublish completes the recovery there instead of refusing an unstaged volume,
+        # since kubelet never calls NodeStage again for a volume it staged.
+        self._recovery_pending: dict[str, str] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -194,23 +198,31 @@ class NodeService(csi.NodeBase):
         """Stage and publish use a staged mount only when it is healthy; a stale one is
         remounted from the volume's current device."""
         health = await self.checker.check(path, resolve_device=self._resolver(target))
-        if health.healthy or health.state is HealthState.NOT_MOUNTED:
+        if health.healthy:
             return
-        if health.state is HealthState.NEEDS_REPAIR:
+        if health.state is HealthState.NOT_MOUNTED:
+            if self._recovery_pending.get(path) != volume_id:
+                return
+            log.info("completing an earlier failed recovery", staging=path)
+        elif health.state is HealthState.NEEDS_REPAIR:
             await self.poster.post_mount_failure(volume_id, volume_context, health.message)
             _fail(Status.FAILED_PRECONDITION, health.message)
-        if health.state is HealthState.UNRESPONSIVE:
+        elif health.state is HealthState.UNRESPONSIVE:
             await self.poster.post_mount_failure(volume_id, volume_context, health.message)
             _fail(Status.UNAVAILABLE, health.message)
-        self.stats.stale_detected += 1
-        await self.poster.post_stale_mount_detected(
-            volume_id, volume_context, health.old_device or "", health.new_device or ""
-        )
-        # The device may be gone for good (controller lost): connect again first.
+        else:
+            self.stats.stale_detected += 1
+        # The device may be gone for good (controller lost): connect again first.  The event
+        # names the device the volume has now, which the check may not have seen yet.
+        new_device = health.new_device
         try:
-            await self._connect(volume_id, volume_context, target)
+            new_device = await self._connect(volume_id, volume_context, target)
         except HostError as err:
             log.warning("reconnect before recovery failed", error=str(err))
+        if health.state is HealthState.STALE:
+            await self.poster.post_stale_mount_detected(
+                volume_id, volume_context, health.old_device or "", new_device or ""
+            )
         result = await self.recoverer.recover(
             path,
             fs_type=spec.fs_type,
@@ -218,16 +230,25 @@ class NodeService(csi.NodeBase):
             options=spec.mount_flags,
         )
         if result.recovered:
+            self._recovery_pending.pop(path, None)
             self.stats.stale_recovered += 1
             return
+        if not self.mounter.is_mounted(path):
+            self._recovery_pending[path] = volume_id
         self.stats.recovery_failed += 1
         error = result.error or HostError("unknown error")
         await self.poster.post_recovery_failed(
             volume_id, volume_context, result.attempts, str(error)
         )
-        code = status_for(error)
+        # No device (yet): UNAVAILABLE, a retry may find it back; NOT_FOUND would tell kubelet
+        # the volume does not exist.
+        code = (
+            Status.UNAVAILABLE
+            if isinstance(error, DeviceNotFound | ConnectError)
+            else status_for(error)
+        )
         _fail(
-            Status.INTERNAL if code is Status.OK else code,
+            code,
             f"stale mount at {path} could not be recovered after {result.attempts} "
             f"attempt(s): {error}",
         )
@@ -285,6 +306,7 @@ class NodeService(csi.NodeBase):
             if not was_attached:
                 await self._disconnect_quietly(target)
             raise
+        self._recovery_pending.pop(staging, None)
 
     async def _format_and_mount(self, device: str, staging: str, spec: VolumeSpec) -> None:
         content = await self.mounter.probe_device(device)
@@ -321,6 +343,7 @@ class NodeService(csi.NodeBase):
         return csi.NodeUnstageVolumeResponse()
 
     async def _unstage(self, volume_id: str, staging: str) -> None:
+        self._recovery_pending.pop(staging, None)
         # mountinfo decides, never stat(): a corrupted mount must still come off.
         if self.mounter.is_mounted(staging):
             await self.mounter.unmount_all(staging, lazy_fallback=True)
@@ -393,17 +416,20 @@ class NodeService(csi.NodeBase):
             source_number = await self.mounter.device_number(device)
         else:
             staged = self.mounter.mount_of(staging)
-            if staged is None:
+            if staged is None and self._recovery_pending.get(staging) != volume_id:
                 _fail(Status.FAILED_PRECONDITION, f"volume {volume_id} is not staged at {staging}")
             await self._check_and_recover(volume_id, context, target, staging, spec)
             staged = self.mounter.mount_of(staging)
-            assert staged is not None
+            if staged is None:
+                _fail(Status.INTERNAL, f"{staging} is not mounted after recovering it")
             device = staging
             source_number = staged.device_number
 
         existing = self.mounter.mount_of(target_path)
-        if existing is not None:
-            await self._check_existing_publish(target_path, existing, spec, readonly, source_number)
+        if existing is not None and not await self._replace_stale_publish(
+            volume_id, target, target_path, existing, spec, source_number
+        ):
+            self._check_existing_publish(target_path, existing, readonly)
             log.info("already published", target=target_path)
             return
         if spec.single_writer_only:
@@ -417,26 +443,44 @@ class NodeService(csi.NodeBase):
         await self.mounter.make_mount_target(target_path, is_file=spec.block)
         await self.mounter.bind_mount(device, target_path, readonly=readonly)
 
-    async def _check_existing_publish(
+    async def _replace_stale_publish(
         self,
+        volume_id: str,
+        target: VolumeTarget,
         target_path: str,
         existing: MountInfo,
         spec: VolumeSpec,
-        readonly: bool,
         source_number: tuple[int, int],
-    ) -> None:
+    ) -> bool:
+        """True when the target held a stale publish of this volume (the device it was bound
+        from is gone or replaced) and has been unmounted, so that it can be bound again.
+
+        kubelet publishes the same target again after the volume's device changed (e.g. when it
+        remounts a pod's volumes); the staged mount is recovered above, but the old bind would
+        otherwise stay behind it forever.  A healthy mount of something else is left alone.
+        """
         if spec.block:
             try:
-                same_source = await self.mounter.device_number(target_path) == source_number
+                if await self.mounter.device_number(target_path) == source_number:
+                    return False
             except HostError:
-                same_source = False
-        else:
-            same_source = existing.device_number == source_number
-        if not same_source:
+                pass  # the node is unreadable: the checker says why
+        elif existing.device_number == source_number:
+            return False
+        health = await self.checker.check(target_path, resolve_device=self._resolver(target))
+        if health.state is not HealthState.STALE:
             _fail(
                 Status.ALREADY_EXISTS,
                 f"{target_path} is already mounted from another source ({existing.source})",
             )
+        log.warning(
+            "replacing a stale publish", volume=volume_id, target=target_path, why=health.message
+        )
+        await self.mounter.unmount_all(target_path, lazy_fallback=True)
+        return True
+
+    @staticmethod
+    def _check_existing_publish(target_path: str, existing: MountInfo, readonly: bool) -> None:
         if existing.read_only != readonly:
             mode = "read-only" if existing.read_only else "read-write"
             _fail(Status.ALREADY_EXISTS, f"{target_path} is already published {mode}")
@@ -481,18 +525,8 @@ class NodeService(csi.NodeBase):
             if await self._path_exists(path):
                 _fail(Status.NOT_FOUND, f"volume {volume_id} is not mounted at {path}")
             _fail(Status.NOT_FOUND, f"volume {volume_id} does not exist at {path}")
-        try:
-            if await self._is_block_device(path):
-                size = await self.mounter.device_size(path)
-                return csi.NodeGetVolumeStatsResponse(
-                    usage=[csi.VolumeUsage(total=size, unit=csi.VolumeUsageUnit.BYTES)],
-                    volume_condition=csi.VolumeCondition(
-                        abnormal=False, message="Volume is healthy"
-                    ),
-                )
-        except ProbeTimeout as err:
-            return self._abnormal(str(err))
 
+        # Raw block publishes are checked too: their device node can outlive the device.
         target = self.connector.target_for_volume_id(volume_id)
         resolver = self._resolver(target) if target is not None else None
         try:
@@ -503,6 +537,15 @@ class NodeService(csi.NodeBase):
             if health.state is HealthState.STALE:
                 self.stats.stale_detected += 1
             return self._abnormal(health.message)
+        try:
+            if await self._is_block_device(path):
+                size = await self.mounter.device_size(path)
+                return csi.NodeGetVolumeStatsResponse(
+                    usage=[csi.VolumeUsage(total=size, unit=csi.VolumeUsageUnit.BYTES)],
+                    volume_condition=csi.VolumeCondition(abnormal=False, message=health.message),
+                )
+        except HostError as err:
+            return self._abnormal(f"volume path {path} is not accessible: {err}")
         try:
             usage = await self.mounter.usage(path)
         except (HostError, OSError) as err:
