@@ -83,8 +83,10 @@ class DedupRecord:
     count: int
     first_timestamp_ns: int
     last_seen: float
-    # The count the API server is known to store (0: not created yet).  Set by the sink.
+    # The count the API server is known to store (0: not created yet) and when it was
+    # written (monotonic seconds).  Set by the sink.
     stored_count: int = 0
+    stored_at: float = float("-inf")
     # True while the sink still has to write this record; pinned records are never evicted.
     pinned: bool = False
 

@@ -63,7 +63,7 @@ from rds_csi.pipeline.kube_wire import (
     events_v1_series_patch,
 )
 from rds_csi.pipeline.lru import LRUCache
-from rds_csi.pipeline.model import Event
+from rds_csi.pipeline.model import Event, ObjectRef
 from rds_csi.pipeline.ratelimit import AsyncRateLimiter
 from rds_csi.pipeline.resolver import (
     RESOURCES,
@@ -158,7 +158,6 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     attempts: int = 0
     failing_since: float | None = None
-    last_write: float = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +342,7 @@ class KubeSink:
         self._idle.clear()
         self._arm(pending)
 
-    def _arm(self, pending: _Pending) -> None:
+    def _arm(self, pending: _Pending, *, interval_done: bool = False) -> None:
         """Queue `pending` now, or set a timer for when it may be written."""
         if pending.timer is not None:
             pending.timer.cancel()
@@ -358,10 +357,9 @@ class KubeSink:
                 pending.granted = True
             else:
                 delay = self.correlator.spam_delay(pending.spam_key)
-        if self._series and pending.record.stored_count >= 2:
-            series_wait = (
-                pending.last_write + self.options.series_interval - self._clock.monotonic()
-            )
+        if self._series and pending.record.stored_count >= 2 and not interval_done:
+            since = self._clock.monotonic() - pending.record.stored_at
+            series_wait = self.options.series_interval - since
             if series_wait > delay:
                 delay, wait = series_wait, _Wait.SERIES
         if delay <= 0:
@@ -382,7 +380,8 @@ class KubeSink:
         if pending.wait is _Wait.BACKOFF:
             self._enqueue(pending)
         else:
-            self._arm(pending)
+            # The series interval has passed by the timer; only a spam token may still lack.
+            self._arm(pending, interval_done=pending.wait is _Wait.SERIES)
 
     def _enqueue(self, pending: _Pending) -> None:
         pending.phase = _Phase.QUEUED
@@ -464,6 +463,7 @@ class KubeSink:
             "occurrences": lost,
             "event_name": record.name,
             "namespace": pending.event.namespace,
+            "object": _describe(pending.event.involved),
             "reason": pending.event.reason,
         }
         if drop.status:
@@ -531,7 +531,7 @@ class KubeSink:
 
     def _stored(self, pending: _Pending, count: int) -> None:
         pending.record.stored_count = max(pending.record.stored_count, count)
-        pending.last_write = self._clock.monotonic()
+        pending.record.stored_at = self._clock.monotonic()
 
     def _send_event(
         self, verb: str, pending: _Pending, count: int, uid: str
@@ -583,9 +583,7 @@ class KubeSink:
             return outcome
         if resolution.outcome is Resolved.FOUND:
             return resolution.uid
-        where = (
-            f"{ref.kind}/{ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind}/{ref.name}"
-        )
+        where = _describe(ref)
         if resolution.outcome is Resolved.NOT_FOUND:
             logged_key = (ref.kind, ref.namespace, ref.name)
             if self._logged_objects.get(logged_key) is None:
@@ -710,6 +708,10 @@ def _namespace_terminating(body: Any) -> bool:
     )
 
 
+def _describe(ref: ObjectRef) -> str:
+    return f"{ref.kind}/{ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind}/{ref.name}"
+
+
 def _short_kind(kind: str) -> str:
     return {"PersistentVolumeClaim": "PVC", "PersistentVolume": "PV"}.get(kind, kind)
 
@@ -742,8 +744,8 @@ async def kube_sink_from_config(
             await kconfig.load_kube_config(
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
-    # One connection per worker, plus one for uid lookups.
-    configuration.connection_pool_maxsize = options.workers + 1
+        # One connection per worker, plus one for uid lookups.
+        configuration.connection_pool_maxsize = options.workers + 1
     api_client = kclient.ApiClient(configuration)
     api_client.user_agent = user_agent or f"rds-csi/{__version__}"
     return KubeSink(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from rds_csi.pipeline.clock import ManualClock
 from rds_csi.pipeline.correlator import CorrelatorOptions
 from rds_csi.pipeline.kube_api import ApiResponse, TransportError
 from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
@@ -101,9 +102,11 @@ def pvc(i: int = 0, uid: str = "u") -> ObjectRef:
     return ObjectRef("PersistentVolumeClaim", f"data-{i}", "apps", f"{uid}-{i}", "v1")
 
 
-def make_event(ref: ObjectRef, message: str = "mount failed", reason: str = "Failed") -> Event:
+def make_event(
+    ref: ObjectRef, message: str = "mount failed", reason: str = "Failed", serial: int = 1
+) -> Event:
     return Event(
-        name=f"{ref.name}.1",
+        name=f"{ref.name}.{serial:x}",
         namespace=ref.namespace or "default",
         involved=ref,
         type="Warning",
@@ -389,6 +392,7 @@ async def test_events_v1_series(occurrences: int) -> None:
         await sink.wait_idle()
     for _ in range(occurrences - 2):  # arriving one by one, after the series started
         await sink.write([make_event(pvc())])
+        await asyncio.sleep(0.005)
     await sink.wait_idle()
     name = api.calls[0][1]
     assert api.calls[0][0] == "create" and "series" not in api.calls[0][2]
@@ -400,3 +404,29 @@ async def test_events_v1_series(occurrences: int) -> None:
     # The third and later occurrences ride on one interval write, not one write each.
     assert len(api.calls) == min(occurrences, 3)
     await close(sink)
+
+
+async def test_events_v1_series_quiet_for_six_minutes_is_finished() -> None:
+    api = FakeApi()
+    clock = ManualClock()
+    sink = KubeSink(
+        None,
+        transport=api,
+        options=dataclasses.replace(FAST, api="events.k8s.io/v1", series_interval=0.01),
+        clock=clock,
+    )
+    for _ in range(3):
+        await sink.write([make_event(pvc(), serial=1)])
+        await sink.wait_idle()
+    clock.advance(361)
+    await sink.write([make_event(pvc(), serial=2)])
+    await sink.wait_idle()
+    await close(sink)
+    assert [(c[0], c[1]) for c in api.calls] == [
+        ("create", "data-0.1"),
+        ("patch", "data-0.1"),
+        ("patch", "data-0.1"),
+        ("create", "data-0.2"),  # a new series: the old one was finished
+    ]
+    assert api.count("apps", "data-0.1") == 3
+    assert api.count("apps", "data-0.2") == 1
