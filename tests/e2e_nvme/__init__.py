@@ -35,7 +35,10 @@ Pieces:
   reset between scenarios. Raw tools first (connect, device by subsysnqn in the multipath layout,
   mkfs, mount, write, read back, disconnect; namespace loss under a mount; port loss and
   reconnect), then the plugin's NvmeTcpConnector (idempotent connect/disconnect, the prefix guard,
-  orphan cleanup), then a grpclib probe that measures what gRPC costs in the guest.
+  orphan cleanup), a grpclib probe that measures what gRPC costs in the guest, and finally the
+  real daemon over its socket: start-up orphan clean-up, Identity, stage/publish/stats/
+  unpublish/unstage (each twice), stale mount recovery (StaleMountDetected), RecoveryFailed, and
+  a clean SIGTERM shutdown.
 
 Not collected by pytest (see conftest.py): this is its own command, run by `make e2e-nvme`.
 """

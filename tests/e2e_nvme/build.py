@@ -10,6 +10,7 @@ hash of the recipe, so a warm run costs a few hundred milliseconds and any chang
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import lzma
@@ -465,7 +466,19 @@ def _pack_cpio(root: Path, out: Path) -> None:
 
 
 def build_guest(cache_dir: Path, *, force: bool = False, apt: Apt | None = None) -> GuestImage:
-    """Return the cached guest for the current recipe, building it first when missing or stale."""
+    """Return the cached guest for the current recipe, building it first when missing or stale.
+
+    Holds an exclusive lock on the cache while it looks and builds, so two runs at once (a
+    developer's and CI's, or two developers') neither race on the build nor boot a half-built
+    guest.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_guest_locked(cache_dir, force=force, apt=apt)
+
+
+def _build_guest_locked(cache_dir: Path, *, force: bool, apt: Apt | None) -> GuestImage:
     started = time.monotonic()
     apt = apt or Apt()
     ensure_host_tools(apt)
@@ -487,7 +500,6 @@ def build_guest(cache_dir: Path, *, force: bool = False, apt: Apt | None = None)
         )
 
     log(f"building the guest ({kernel.name} {kernel.version}) into {guest_dir}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
     deb_dir = cache_dir / "debs"
     debs = list(deb_dir.glob(f"{kernel.name}_{kernel.version.replace(':', '%3a')}_*.deb"))
     deb = debs[0] if debs else apt.download(kernel, deb_dir)

@@ -6,8 +6,14 @@ that looks like an RDS appliance, then runs each scenario in order. Every scenar
 `E2E-NVME PASS|FAIL|SKIP <name>` line; between scenarios the target and the host are put back to
 the baseline, so one failure does not cascade. The exit status is the number of failures (capped).
 
-Environment: E2E_ONLY=name,name runs a subset; E2E_PYTHON_LAUNCH_UPTIME (set by stage2.sh) lets
-the test report how long the interpreter took to start.
+Scenario groups, in order: the raw tools (nvme-cli, mkfs, mount) with the target taken away
+under a mount; the plugin's NvmeTcpConnector called directly; a grpclib probe; then the real
+daemon (`python -m rds_csi`, started once, shared) driven over its unix socket by NodeStub and
+IdentityStub, stopped with SIGTERM at the end (reported as daemon_shutdown).
+
+Environment: E2E_ONLY=name,name runs a subset; E2E_DAEMON_IMPORTTIME=1 reports the daemon's
+slowest imports; E2E_PYTHON_LAUNCH_UPTIME (set by stage2.sh) lets the test report how long the
+interpreter took to start. The harness passes these with --only and --guest-env.
 """
 
 from __future__ import annotations
@@ -516,7 +522,7 @@ async def grpc_probe(ctx: Context) -> None:
         server.close()
         await server.wait_closed()
 
-    for module in ("betterproto2", "structlog", "rds_csi.node_server"):
+    for module in ("betterproto2", "rds_csi.node_server"):
         if module == "rds_csi.node_server" and not (REPO / "rds_csi" / "node_server.py").exists():
             continue
         started = time.monotonic()
