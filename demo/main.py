@@ -15,10 +15,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from demo import host
-from demo.progress import StepFailed
-from demo.scenario import Scenario
+
+if TYPE_CHECKING:
+    from demo.scenario import Scenario
 
 __all__ = ["EXIT_CANNOT_RUN", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "main"]
 
@@ -36,6 +38,8 @@ async def _run(scenario: Scenario) -> str | None:
     assert task is not None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    from demo.progress import StepFailed
+
     try:
         await scenario.run()
         return None
@@ -68,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: cannot run: {reason}", file=sys.stderr, flush=True)
         return EXIT_CANNOT_RUN
 
+    from demo.scenario import Scenario  # after the checks: a refusal stays instant
+
     workdir = Path(tempfile.mkdtemp(prefix="rds-csi-demo-"))
     scenario = Scenario(workdir, REPO, sys.stdout)
     failure: str | None = "interrupted"
@@ -91,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log = workdir / "daemon.log"
     if failure == "interrupted":
+        print(f"daemon log: {log}", flush=True)
         return EXIT_INTERRUPTED
     if failure is not None or found or remaining:
         print(f"demo FAILED: {failure or 'mounts or loop devices were left behind'}")

@@ -74,7 +74,8 @@ class Scenario:
         self.daemon: DaemonProcess | None = None
         self.channel: Channel | None = None
         self._node: csi.NodeStub | None = None
-        self.devices: dict[str, str] = {}
+        self.first_device = ""  # the loop device the volume was staged on
+        self.second_device = ""  # the one it came back on after the hand-made "reconnect"
         self.events: list[dict[str, Any]] = []
 
     # ---- paths ---------------------------------------------------------------------------
@@ -146,7 +147,8 @@ class Scenario:
             f"  daemon log      {self.log_path}",
             f"  claim           {self.claim.namespace}/{self.claim.name} -> PV "
             f"{self.claim.volume_id}",
-            f"  second volume   {self.broken_id} (its filesystem is corrupted on purpose)",
+            f"  second volume   {self.broken_id} (corrupted ext4 on purpose; its volume_context "
+            "names the same claim)",
             "",
         ]
         print("\n".join(lines), file=self.out, flush=True)
@@ -168,10 +170,12 @@ class Scenario:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.daemon is not None and self.daemon.running:
-            await self.daemon.stop()
-        if self.cluster is not None:
-            await self.cluster.close()
+        try:
+            if self.daemon is not None and self.daemon.running:
+                await self.daemon.stop()  # before the emulator: it flushes events on the way out
+        finally:
+            if self.cluster is not None:
+                await self.cluster.close()
 
     # ---- steps ---------------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class Scenario:
         topology = ", ".join(f"{k}={v}" for k, v in segments.items())
         return f"node_id={info.node_id}, {topology}"
 
-    async def _mounted_from_our_loop(self, path: Path, volume_id: str) -> str:
+    def _mounted_from_our_loop(self, path: Path, volume_id: str) -> str:
         entry = host.mount_at(path)
         if entry is None:
             raise StepFailed(f"{self.short(path)} is not mounted")
@@ -249,8 +253,8 @@ class Scenario:
             ),
             timeout=RPC_TIMEOUT,
         )
-        device = await self._mounted_from_our_loop(self.staging(vol), vol)
-        self.devices["first"] = device
+        device = self._mounted_from_our_loop(self.staging(vol), vol)
+        self.first_device = device
         return (
             f"ext4 on {device} (sparse {VOLUME_MIB} MiB volumes/{vol[:12]}....img), "
             f"mounted at the staging path"
@@ -329,7 +333,7 @@ class Scenario:
         volume comes back as another device.  `losetup -d` on a mounted loop device only sets
         autoclear, so the mount keeps the old device while the volume resolves to the new one."""
         vol = self.claim.volume_id
-        old = self.devices["first"]
+        old = self.first_device
         await host.run("losetup", "-d", old)
         new = (await host.run("losetup", "--find", "--show", "--", str(self.image(vol)))).strip()
         entry = host.mount_at(self.staging(vol))
@@ -337,7 +341,7 @@ class Scenario:
             raise StepFailed("the staged mount changed while making it stale")
         if new == old:
             raise StepFailed(f"the volume came back on the same device {new}")
-        self.devices["second"] = new
+        self.second_device = new
         return f"{old} released under the mount (autoclear), the volume is now {new}"
 
     async def unpublish(self, pod: str) -> str:
@@ -355,9 +359,9 @@ class Scenario:
         """Kubelet unpublished the old pod first; recovering under its live bind mount would
         mount one ext4 through two devices at once."""
         vol = self.claim.volume_id
-        old, new = self.devices["first"], self.devices["second"]
+        old, new = self.first_device, self.second_device
         await self._publish(self.pods[1])
-        staged = await self._mounted_from_our_loop(self.staging(vol), vol)
+        staged = self._mounted_from_our_loop(self.staging(vol), vol)
         if staged != new:
             raise StepFailed(f"the staging path is mounted from {staged}, expected {new}")
         if host.backing_file_of(old) is not None:
@@ -417,7 +421,7 @@ class Scenario:
         left = [d.path for d in host.loop_devices() if d.backing_file == str(self.image(vol))]
         if left:
             raise StepFailed(f"{', '.join(left)} still attached to the volume's file")
-        return f"staging path unmounted, {self.devices['second']} detached"
+        return f"staging path unmounted, {self.second_device} detached"
 
     def _check_events(self, events: list[dict[str, Any]]) -> str:
         """Exactly the two events the run provokes, on the claim, in the plugin's format."""
