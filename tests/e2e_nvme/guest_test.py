@@ -561,7 +561,7 @@ class Daemon:
         self._pump: asyncio.Task[None] | None = None
         self.channel: Any = None
 
-    async def start(self, ready_timeout: float = 120.0) -> float:
+    async def start(self, ready_timeout: float = 300.0) -> float:
         """Start and wait for "ready"; returns how long that took."""
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()

@@ -26,7 +26,9 @@ from tests.e2e_nvme.build import BuildError, GuestImage, build_guest, log
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO / ".cache" / "e2e-nvme"
-DEFAULT_TIMEOUT = 240.0  # QEMU's whole life; the harness's own deadline adds a margin on top
+# QEMU's whole life: a watchdog for hangs, not the budget (about 100 s on an idle 2-core CI
+# machine; three times that when the machine is busy). The harness's own deadline adds a margin.
+DEFAULT_TIMEOUT = 480.0
 KILL_MARGIN = 15.0
 TAIL_LINES = 80
 
