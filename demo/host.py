@@ -21,6 +21,7 @@ __all__ = [
     "REQUIRED_TOOLS",
     "Leftovers",
     "LoopDevice",
+    "attached_to",
     "backing_file_of",
     "clean_up",
     "corrupt_ext4",
@@ -28,6 +29,7 @@ __all__ = [
     "loop_devices",
     "make_sparse_file",
     "mount_at",
+    "mounts_of_device",
     "preflight",
     "run",
 ]
@@ -108,6 +110,12 @@ def loop_devices() -> list[LoopDevice]:
     return devices
 
 
+def attached_to(image: Path) -> list[str]:
+    """Loop devices that still serve `image`.  One that `losetup -d` released while something
+    held it open has autoclear set and goes when its last user does; it no longer counts."""
+    return [d.path for d in loop_devices() if d.backing_file == str(image) and not d.autoclear]
+
+
 def backing_file_of(device: str) -> str | None:
     """The file a loop device reads, from sysfs (None when the device is not a bound loop)."""
     try:
@@ -124,6 +132,15 @@ def mount_at(path: Path) -> MountInfo | None:
         if entry.mount_point == str(path):
             found = entry
     return found
+
+
+def mounts_of_device(scope: Path, number: tuple[int, int]) -> list[str]:
+    """Mount points under `scope` on the block device `number` (major, minor)."""
+    return [
+        m.mount_point
+        for m in read_mountinfo()
+        if (m.major, m.minor) == number and _under(m.mount_point, scope)
+    ]
 
 
 def _under(path: str, scope: Path) -> bool:

@@ -75,6 +75,7 @@ class Scenario:
         self.channel: Channel | None = None
         self._node: csi.NodeStub | None = None
         self.first_device = ""  # the loop device the volume was staged on
+        self.first_device_number = (0, 0)
         self.second_device = ""  # the one it came back on after the hand-made "reconnect"
         self.events: list[dict[str, Any]] = []
 
@@ -254,7 +255,9 @@ class Scenario:
             timeout=RPC_TIMEOUT,
         )
         device = self._mounted_from_our_loop(self.staging(vol), vol)
-        self.first_device = device
+        entry = host.mount_at(self.staging(vol))
+        assert entry is not None
+        self.first_device, self.first_device_number = device, (entry.major, entry.minor)
         return (
             f"ext4 on {device} (sparse {VOLUME_MIB} MiB volumes/{vol[:12]}....img), "
             f"mounted at the staging path"
@@ -364,9 +367,15 @@ class Scenario:
         staged = self._mounted_from_our_loop(self.staging(vol), vol)
         if staged != new:
             raise StepFailed(f"the staging path is mounted from {staged}, expected {new}")
-        if host.backing_file_of(old) is not None:
-            raise StepFailed(f"{old} is still bound to a file after the recovery")
-        return f"staged mount remounted from {new} ({old} freed), bind mount for pod 2"
+        # The kernel frees an autoclear loop device after its last user, possibly a moment
+        # later (and another process may take the number right away): what must hold now is
+        # that none of our mounts uses the old device.
+        still = host.mounts_of_device(self.workdir, self.first_device_number)
+        if still:
+            raise StepFailed(f"{old} is still mounted at {', '.join(map(self.short, still))}")
+        return (
+            f"staged mount remounted from {new}, nothing uses {old} any more, bind mount for pod 2"
+        )
 
     async def read_file(self) -> str:
         path = self.target(self.pods[1], self.claim.volume_id) / "hello.txt"
@@ -405,7 +414,7 @@ class Scenario:
             raise StepFailed("a volume with a corrupted filesystem was staged")
         if host.mount_at(staging) is not None:
             raise StepFailed("the corrupted volume is mounted after the failure")
-        left = [d.path for d in host.loop_devices() if d.backing_file == str(image)]
+        left = host.attached_to(image)
         if left:
             raise StepFailed(f"the failed stage left {', '.join(left)} attached")
         return f"as expected, {describe_grpc_error(error)}; its loop device was detached again"
@@ -418,7 +427,7 @@ class Scenario:
         )
         if host.mount_at(self.staging(vol)) is not None:
             raise StepFailed("the staging path is still mounted")
-        left = [d.path for d in host.loop_devices() if d.backing_file == str(self.image(vol))]
+        left = host.attached_to(self.image(vol))
         if left:
             raise StepFailed(f"{', '.join(left)} still attached to the volume's file")
         return f"staging path unmounted, {self.second_device} detached"
