@@ -254,8 +254,10 @@ class KubeSink:
         if self._closed:
             return 0
         self._closing = True
+        # Held-back counts, series intervals and retry backoffs all end now: each pending
+        # record gets its write (or one more attempt) before the deadline.
         for pending in list(self._pending.values()):
-            if pending.phase is _Phase.WAITING and pending.wait is not _Wait.BACKOFF:
+            if pending.phase is _Phase.WAITING:
                 self._arm(pending)
         self.breaker.probe_now()
         self._signal_breaker()
@@ -448,6 +450,8 @@ class KubeSink:
         delay = self._backoff.delay(pending.attempts, self._rng)
         if outcome.retry_after is not None:
             delay = max(delay, min(outcome.retry_after, self.options.max_retry_after))
+        if self._closing:  # the deadline is what counts now, not the server's pacing
+            delay = min(delay, self.options.backoff_base)
         out_of_budget = now + delay - pending.failing_since > self.options.retry_budget
         if pending.attempts >= self.options.max_attempts or out_of_budget:
             self._give_up(pending, _Drop("retry_exhausted", message=outcome.why))

@@ -430,3 +430,17 @@ async def test_events_v1_series_quiet_for_six_minutes_is_finished() -> None:
     ]
     assert api.count("apps", "data-0.1") == 3
     assert api.count("apps", "data-0.2") == 1
+
+
+async def test_shutdown_gives_a_record_waiting_to_retry_one_more_attempt() -> None:
+    api = FakeApi()
+    failures: list[Failure] = [ApiResponse(429, None, retry_after="30")]
+    api.fail = lambda verb, name: failures.pop(0) if failures else None
+    sink = make_sink(api)
+    await sink.write([make_event(pvc())] * 2)
+    async with asyncio.timeout(5):
+        while sink.stats.retried == 0:  # until the 429 has put it into a 30 s wait
+            await asyncio.sleep(0.001)
+    assert await close(sink, 2.0) == 0
+    assert [c[0] for c in api.calls] == ["create", "create"]
+    assert api.count("apps", api.calls[0][1]) == 2
