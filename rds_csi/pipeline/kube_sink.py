@@ -20,6 +20,11 @@ it, so the next write carries the true count, the latest message and the latest 
 - events.k8s.io/v1: series semantics (the second occurrence writes series.count 2, later ones
   are written at most once per `series_interval`).
 - Objects referenced without a uid are resolved with a cached GET, in the workers.
+
+Known limit: a write that times out may still be applied by the server.  If it was the last
+attempt, its occurrences are counted as dropped although stored, and a late patch can land
+after a newer one (client-go has the same exposure; resourceVersion preconditions would close
+it at the price of a GET per conflict).
 """
 
 from __future__ import annotations
@@ -461,7 +466,8 @@ class KubeSink:
     def _give_up(self, pending: _Pending, drop: _Drop) -> None:
         record = pending.record
         lost = record.unwritten
-        self.stats.drop(drop.cause, lost)
+        if lost > 0:
+            self.stats.drop(drop.cause, lost)
         fields: dict[str, Any] = {
             "cause": drop.cause,
             "occurrences": lost,
