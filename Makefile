@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := $(CURDIR)/.run
-RUN_ARGS ?= --endpoint unix://$(RUN_DIR)/csi.sock --connector loop --log-format console
+RUN_ARGS ?= --endpoint unix://$(RUN_DIR)/csi.sock --connector loop --loop-backing-dir $(RUN_DIR)/volumes --log-format console
 
 .PHONY: all run test lint proto bench demo e2e-nvme clean
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	mkdir -p $(RUN_DIR)
+	mkdir -p $(RUN_DIR)/volumes
 	$(BIN)/rds-csi-node $(RUN_ARGS)
 
 test: $(STAMP)

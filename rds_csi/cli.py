@@ -117,7 +117,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--shutdown-grace",
         type=float,
         default=20.0,
-        help="seconds that in-flight RPCs and the event flush get on SIGTERM (%(default)s)",
+        help="seconds that in-flight RPCs get to finish on SIGTERM (%(default)s)",
     )
     add(
         "--topology-zone",
