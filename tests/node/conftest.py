@@ -39,6 +39,8 @@ from rds_csi.host import (
     Mounter,
     MounterTimeouts,
     MountRecoverer,
+    NvmeTcpConfig,
+    NvmeTcpConnector,
     OrphanCleanup,
     Prober,
     StaleChecker,
@@ -64,6 +66,7 @@ __all__ = [
     "loop_devices_of",
     "make_image",
     "mount_count",
+    "nvme_context",
     "pvc_context",
     "require_root",
     "wait_for_event",
@@ -261,7 +264,9 @@ async def wait_for_event(
     async with asyncio.timeout(timeout):
         while True:
             answered = len(api.requests)  # read before looking: no request can slip between
-            found = [e for e in api.events(namespace) if e["reason"] == reason]
+            found: list[dict[str, Any]] = [
+                e for e in api.events(namespace) if e["reason"] == reason
+            ]
             if found:
                 return found[0]
             await api.wait_for_requests(answered + 1, timeout=timeout)
@@ -313,7 +318,26 @@ async def serving(node: NodeService, config: Config | None = None) -> AsyncItera
         client.close()
         await server.stop(grace=5.0)
         await node.operations.wait_idle(30.0)
+        await server_connections_closed(socket_dir / "csi.sock")
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _sockets_bound_to(path: Path) -> int:
+    with open("/proc/net/unix", encoding="utf-8") as table:
+        return sum(1 for line in table if line.rstrip("\n").endswith(" " + str(path)))
+
+
+async def server_connections_closed(path: Path, timeout: float = 10.0) -> None:
+    """Until the server has seen every client connection close.
+
+    grpcio closes its socket from a core thread after `channel.close()`, and asyncio (3.11)
+    keeps an accepted connection's transport until it reads that EOF; a test that ends first
+    leaves an unclosed transport behind.  Accepted sockets carry the listening path in
+    /proc/net/unix, so the kernel says when they are all gone.
+    """
+    async with asyncio.timeout(timeout):
+        while _sockets_bound_to(path):
+            await asyncio.sleep(0.005)
 
 
 def fast_mounter(runner: CommandRunner) -> Mounter:
@@ -413,6 +437,47 @@ async def loop_plugin(
             config = None
         client = await stack.enter_async_context(serving(node, config))
         return Plugin(node, client, volumes, tmp_path, runner, pipeline, extras)
+
+    try:
+        yield start
+    finally:
+        await stack.aclose()
+
+
+NQN_PREFIX = "nqn.2000-02.com.mikrotik:"
+
+
+def nvme_context(volume_id: str, **overrides: str) -> dict[str, str]:
+    """The volume_context the rds-csi controller writes for an NVMe/TCP volume."""
+    return {
+        "nqn": NQN_PREFIX + volume_id,
+        "nvmeAddress": "10.0.0.5",
+        "nvmePort": "4420",
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def nvme_plugin(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Plugin]]]:
+    """Start the plugin with the production nvme-tcp connector, its `nvme` being the recording
+    stand-in over a fabricated sysfs (no root needed).  The plugin's runner records every
+    other command.  `start(poster=pipeline.poster)` posts events."""
+    standin = NvmeStandin(tmp_path)
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    stack = contextlib.AsyncExitStack()
+
+    async def start(*, poster: EventPoster | None = None) -> Plugin:
+        runner = RecordingRunner({"nvme": str(standin.path)})
+        connector = NvmeTcpConnector(
+            runner,
+            sys_root=str(standin.sys_root),
+            dev_root=str(standin.dev_root),
+            config=NvmeTcpConfig(device_timeout=5.0),
+        )
+        node = make_node(connector=connector, runner=runner, poster=poster)
+        client = await stack.enter_async_context(serving(node))
+        return Plugin(node, client, volumes, tmp_path, runner, None, {"nvme": standin})
 
     try:
         yield start

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -89,7 +90,7 @@ def read_back_independently(image: Path, kind: str, point: Path) -> bytes:
         subprocess.run(["losetup", "-d", device], check=True, timeout=30)
 
 
-async def twice(plugin: Plugin, method: str, **fields: object) -> object:
+async def twice(plugin: Plugin, method: str, **fields: Any) -> Any:
     """Call an RPC twice with the same arguments (kubelet's retry); both must succeed alike."""
     first = await plugin.client.call(method, **fields)
     second = await plugin.client.call(method, **fields)
@@ -113,7 +114,7 @@ async def test_full_cycle(loop_plugin: PluginFactory, tmp_path: Path, kind: str)
     ro_target.parent.mkdir(parents=True)
 
     # -- stage ---------------------------------------------------------------------------
-    stage = {
+    stage: dict[str, Any] = {
         "volume_id": volume_id,
         "staging_target_path": str(staging),
         "volume_capability": cap,
@@ -168,7 +169,7 @@ async def test_full_cycle(loop_plugin: PluginFactory, tmp_path: Path, kind: str)
         assert refused.value.errno == errno.EROFS
 
     # -- stats -----------------------------------------------------------------------------
-    stats_request = {
+    stats_request: dict[str, Any] = {
         "volume_id": volume_id,
         "volume_path": str(rw_target),
         "staging_target_path": str(staging),
@@ -207,7 +208,7 @@ async def test_full_cycle(loop_plugin: PluginFactory, tmp_path: Path, kind: str)
         assert "resize2fs" in message and "Permission denied" in message
     else:
         expanded = await twice(plugin, "NodeExpandVolume", **expand)
-        assert expanded.capacity_bytes == grown  # type: ignore[attr-defined]
+        assert expanded.capacity_bytes == grown
         if kind == "block":
             assert block_size_of(rw_target) == grown
             stats = await client.call("NodeGetVolumeStats", **stats_request)

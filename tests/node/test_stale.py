@@ -186,8 +186,7 @@ async def test_republished_target_and_staging_recovered_claim_found_through_the_
     )
 
     await volume.publish("pod-a")
-    (new,) = [d for d in loop_devices_of(volume.image) if d != old] or [None]
-    assert new is not None
+    (new,) = [d for d in loop_devices_of(volume.image) if d != old]  # attached again
     assert mount_count(volume.staging) == 1 and source_of(volume.staging) == new
     assert mount_count(volume.target("pod-a")) == 1 and source_of(volume.target("pod-a")) == new
     assert (volume.target("pod-a") / "payload").read_text() == PAYLOAD
