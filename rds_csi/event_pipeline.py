@@ -50,7 +50,14 @@ class EventPipeline:
 
 
 async def load_kube_configuration(kubeconfig: Path | None) -> Any | None:
-    """The API server to post events to: kubeconfig, else in-cluster, else None."""
+    """The API server to post events to: kubeconfig, else in-cluster, else None.
+
+    kubernetes_asyncio is imported only when there are credentials to load: it is most of the
+    daemon's start-up time, which matters on a node under load.
+    """
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    if kubeconfig is None and not in_cluster:
+        return None
     from kubernetes_asyncio import client, config
 
     configuration = client.Configuration()
@@ -58,11 +65,9 @@ async def load_kube_configuration(kubeconfig: Path | None) -> Any | None:
         await config.load_kube_config(
             config_file=str(kubeconfig), client_configuration=configuration
         )
-        return configuration
-    if "KUBERNETES_SERVICE_HOST" in os.environ:
+    else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return configuration
-    return None
+    return configuration
 
 
 async def start_event_pipeline(

@@ -227,6 +227,17 @@ async def test_managed_prefix_is_configurable(nvme: NvmeStandin) -> None:
     assert nvme.calls() == []
 
 
+async def test_narrow_prefix_still_names_volumes_by_the_rds_convention(
+    nvme: NvmeStandin,
+) -> None:
+    connector = make(nvme, managed_nqn_prefix=PREFIX + "pvc-")
+    target = connector.target_for_volume_id("pvc-1234")
+    assert target is not None and target.nqn == PREFIX + "pvc-1234"
+    nvme.add_subsystem(subsys=0, nqn=PREFIX + "pvc-1234", controllers=[0])
+    await connector.disconnect(target)
+    assert nvme.calls() == [["disconnect", "-n", PREFIX + "pvc-1234"]]
+
+
 async def test_cleanup_disconnects_only_managed_orphans(nvme: NvmeStandin) -> None:
     connector = make(nvme)
     nvme.add_subsystem(subsys=0, nqn=BOOT, controllers=[0], namespaces=[])  # unmanaged orphan

@@ -31,6 +31,7 @@ from rds_csi.host.runner import CommandRunner
 
 __all__ = [
     "DEFAULT_MANAGED_NQN_PREFIX",
+    "RDS_NQN_BASE",
     "NvmeTcpConfig",
     "NvmeTcpConnector",
     "NvmeTcpTarget",
@@ -40,7 +41,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_MANAGED_NQN_PREFIX = "nqn.2000-02.com.mikrotik:"
+# The rds-csi controller names every subsystem RDS_NQN_BASE + volume id.
+RDS_NQN_BASE = "nqn.2000-02.com.mikrotik:"
+DEFAULT_MANAGED_NQN_PREFIX = RDS_NQN_BASE
 DEFAULT_PORT = 4420
 DEFAULT_CTRL_LOSS_TMO = -1  # reconnect forever: a lost controller must not turn the fs read-only
 DEFAULT_RECONNECT_DELAY = 5
@@ -193,9 +196,14 @@ class NvmeTcpConnector:
         return parse_nvme_tcp_target(volume_context)
 
     def target_for_volume_id(self, volume_id: str) -> NvmeTcpTarget | None:
-        """The rds-csi convention: nqn = managed prefix + volume ID."""
+        """The rds-csi convention: nqn = RDS_NQN_BASE + volume ID.
+
+        Independent of the managed prefix, so that an operator can narrow the disconnect guard
+        (e.g. to "...mikrotik:pvc-" when nodes boot from the same appliance) without changing
+        which NQN a volume id names.
+        """
         try:
-            nqn = validate_nqn(self.config.managed_nqn_prefix + volume_id, "nqn")
+            nqn = validate_nqn(RDS_NQN_BASE + volume_id, "nqn")
         except InvalidInput:
             return None
         return NvmeTcpTarget(nqn=nqn, address=None)
