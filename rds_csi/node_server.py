@@ -426,12 +426,15 @@ class NodeService(csi.NodeBase):
             source_number = staged.device_number
 
         existing = self.mounter.mount_of(target_path)
-        if existing is not None and not await self._replace_stale_publish(
-            volume_id, target, target_path, existing, spec, source_number
-        ):
-            self._check_existing_publish(target_path, existing, readonly)
-            log.info("already published", target=target_path)
-            return
+        replaced = False
+        if existing is not None:
+            replaced = await self._replace_stale_publish(
+                volume_id, context, target, target_path, existing, spec, source_number
+            )
+            if not replaced:
+                self._check_existing_publish(target_path, existing, readonly)
+                log.info("already published", target=target_path)
+                return
         if spec.single_writer_only:
             others = self._published_elsewhere(source_number, staging, target_path, spec)
             if others:
@@ -442,10 +445,13 @@ class NodeService(csi.NodeBase):
                 )
         await self.mounter.make_mount_target(target_path, is_file=spec.block)
         await self.mounter.bind_mount(device, target_path, readonly=readonly)
+        if replaced and spec.block:
+            self.stats.stale_recovered += 1
 
     async def _replace_stale_publish(
         self,
         volume_id: str,
+        context: Mapping[str, str],
         target: VolumeTarget,
         target_path: str,
         existing: MountInfo,
@@ -476,6 +482,13 @@ class NodeService(csi.NodeBase):
         log.warning(
             "replacing a stale publish", volume=volume_id, target=target_path, why=health.message
         )
+        if spec.block:
+            # No staged mount to recover first: this is where a raw block volume's device
+            # change shows (a filesystem's was reported when its staging mount was recovered).
+            self.stats.stale_detected += 1
+            await self.poster.post_stale_mount_detected(
+                volume_id, context, health.old_device or "", health.new_device or ""
+            )
         await self.mounter.unmount_all(target_path, lazy_fallback=True)
         return True
 

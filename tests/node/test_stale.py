@@ -8,6 +8,7 @@ longer the volume's device) and the volume comes back on another device, or not 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -256,3 +257,70 @@ async def test_recovery_that_fails_leaves_nothing_half_mounted_and_completes_lat
     await volume.unpublish("pod-b")
     await volume.unstage()
     assert loop_devices_of(volume.image) == []
+
+
+async def test_raw_block_publish_of_a_replaced_device_is_reported_and_rebound(
+    loop_plugin: PluginFactory, api: ApiServerEmulator
+) -> None:
+    uid = api.add_pvc("apps", "data")["metadata"]["uid"]
+    plugin = await loop_plugin()
+    client = plugin.client
+    volume_id = f"pvc-{uuid.uuid4()}"
+    image = plugin.image(volume_id, 64)
+    staging, target = plugin.staging(volume_id), plugin.target(volume_id)
+    staging.mkdir(parents=True)
+    target.parent.mkdir(parents=True)
+    fields = {
+        "volume_id": volume_id,
+        "staging_target_path": str(staging),
+        "volume_capability": client.block_cap(),
+        "volume_context": {"backingFile": str(image), **pvc_context()},
+    }
+    await client.call("NodeStageVolume", **fields)
+    await client.call("NodePublishVolume", target_path=str(target), **fields)
+    (old,) = loop_devices_of(image)
+    with open(target, "r+b") as device:
+        device.write(PAYLOAD.encode())
+
+    # The pod still has the old device open: a device nobody holds is freed at once and its
+    # number handed out again, which is not stale at all.
+    holder = os.open(old, os.O_RDONLY)
+    try:
+        detach(old)
+        new = attach(image)
+        old_number, new_number = f"7:{old[9:]}", f"7:{new[9:]}"
+        stats = await client.call(
+            "NodeGetVolumeStats",
+            volume_id=volume_id,
+            volume_path=str(target),
+            staging_target_path=str(staging),
+        )
+        assert stats.volume_condition.abnormal is True and list(stats.usage) == []
+        assert stats.volume_condition.message == (
+            f"Stale mount detected (device_path_mismatch): {target} is device {old_number}, the "
+            f"volume is now {new} ({new_number}); old device: {old_number}, new device: {new}"
+        )
+
+        await client.call("NodePublishVolume", target_path=str(target), **fields)
+        assert mount_count(target) == 1
+        rdev = os.stat(target).st_rdev
+        assert f"{os.major(rdev)}:{os.minor(rdev)}" == new_number
+    finally:
+        os.close(holder)
+    with open(target, "rb") as device:
+        assert device.read(len(PAYLOAD)) == PAYLOAD.encode()
+    healthy = await client.call("NodeGetVolumeStats", volume_id=volume_id, volume_path=str(target))
+    assert healthy.volume_condition.abnormal is False
+    assert [u.total for u in healthy.usage] == [64 * 1024 * 1024]
+
+    event = await wait_for_event(api, "StaleMountDetected")
+    assert_on_pvc(event, reason="StaleMountDetected", type_="Normal", uid=uid)
+    assert event["message"] == (
+        f"[{volume_id}] on [{NODE_ID}]: stale mount detected - old device: {old_number}, "
+        f"new device: {new}"
+    )
+    assert plugin.node.stats.stale_recovered == 1
+
+    await client.call("NodeUnpublishVolume", volume_id=volume_id, target_path=str(target))
+    await client.call("NodeUnstageVolume", volume_id=volume_id, staging_target_path=str(staging))
+    assert loop_devices_of(image) == []
