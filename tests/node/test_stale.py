@@ -40,6 +40,12 @@ def source_of(path: Path) -> str:
     return entry.source
 
 
+def number_of(device: str) -> str:
+    """major:minor of a device node (the node outlives a detached loop device)."""
+    rdev = os.stat(device).st_rdev
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
 def detach(device: str) -> None:
     subprocess.run(["losetup", "-d", device], check=True, timeout=30)
 
@@ -137,8 +143,8 @@ async def test_replaced_device_reported_by_stats_and_recovered_by_next_publish(
     assert stats.volume_condition.abnormal is True
     assert list(stats.usage) == []
     assert stats.volume_condition.message == (
-        f"Stale mount detected (device_path_mismatch): mounted from 7:{old[9:]}, the volume is "
-        f"now {new} (7:{new[9:]}); old device: {old}, new device: {new}"
+        f"Stale mount detected (device_path_mismatch): mounted from {number_of(old)}, the "
+        f"volume is now {new} ({number_of(new)}); old device: {old}, new device: {new}"
     )
     assert source_of(volume.staging) == old  # reporting is not recovering
 
@@ -204,6 +210,31 @@ async def test_republished_target_and_staging_recovered_claim_found_through_the_
     ]
 
     await volume.unpublish("pod-a")
+    await volume.unstage()
+    assert loop_devices_of(volume.image) == []
+
+
+async def test_stage_again_recovers_a_stale_staging_mount(
+    loop_plugin: PluginFactory, api: ApiServerEmulator
+) -> None:
+    """kubelet calls NodeStage again after it restarts: a stale staged mount is remounted from
+    the volume's device, not left in place and not stacked."""
+    uid = api.add_pvc("apps", "data")["metadata"]["uid"]
+    plugin = await loop_plugin()
+    volume = Volume(plugin, pvc_context())
+    old = await volume.ready()
+    await volume.unpublish("pod-a")
+
+    detach(old)
+    await volume.stage()
+    (new,) = loop_devices_of(volume.image)
+    assert new != old  # attached again while the dead mount still held old; old left with it
+    assert mount_count(volume.staging) == 1 and source_of(volume.staging) == new
+    assert (volume.staging / "payload").read_text() == PAYLOAD
+    event = await wait_for_event(api, "StaleMountDetected")
+    assert_on_pvc(event, reason="StaleMountDetected", type_="Normal", uid=uid)
+    assert event["message"].endswith(f"old device: {old}, new device: {new}")
+
     await volume.unstage()
     assert loop_devices_of(volume.image) == []
 
@@ -288,7 +319,7 @@ async def test_raw_block_publish_of_a_replaced_device_is_reported_and_rebound(
     try:
         detach(old)
         new = attach(image)
-        old_number, new_number = f"7:{old[9:]}", f"7:{new[9:]}"
+        old_number, new_number = number_of(old), number_of(new)
         stats = await client.call(
             "NodeGetVolumeStats",
             volume_id=volume_id,
@@ -303,8 +334,7 @@ async def test_raw_block_publish_of_a_replaced_device_is_reported_and_rebound(
 
         await client.call("NodePublishVolume", target_path=str(target), **fields)
         assert mount_count(target) == 1
-        rdev = os.stat(target).st_rdev
-        assert f"{os.major(rdev)}:{os.minor(rdev)}" == new_number
+        assert number_of(str(target)) == new_number
     finally:
         os.close(holder)
     with open(target, "rb") as device:
