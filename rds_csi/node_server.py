@@ -194,9 +194,16 @@ class NodeService(csi.NodeBase):
         target: VolumeTarget,
         path: str,
         spec: VolumeSpec,
+        *,
+        republish: str | None = None,
     ) -> None:
         """Stage and publish use a staged mount only when it is healthy; a stale one is
-        remounted from the volume's current device."""
+        remounted from the volume's current device.
+
+        `republish` is the target a NodePublishVolume asks for: a bind of the stale mount there
+        comes off first.  It would be replaced anyway, and while it holds the old filesystem
+        instance xfs refuses the remount ("duplicate UUID").
+        """
         health = await self.checker.check(path, resolve_device=self._resolver(target))
         if health.healthy:
             return
@@ -223,6 +230,8 @@ class NodeService(csi.NodeBase):
             await self.poster.post_stale_mount_detected(
                 volume_id, volume_context, health.old_device or "", new_device or ""
             )
+        if republish is not None:
+            await self._unmount_if_stale(republish, target)
         result = await self.recoverer.recover(
             path,
             fs_type=spec.fs_type,
@@ -252,6 +261,14 @@ class NodeService(csi.NodeBase):
             f"stale mount at {path} could not be recovered after {result.attempts} "
             f"attempt(s): {error}",
         )
+
+    async def _unmount_if_stale(self, target_path: str, target: VolumeTarget) -> None:
+        if self.mounter.mount_of(target_path) is None:
+            return
+        health = await self.checker.check(target_path, resolve_device=self._resolver(target))
+        if health.state is HealthState.STALE:
+            log.warning("unmounting a stale publish before recovery", target=target_path)
+            await self.mounter.unmount_all(target_path, lazy_fallback=True)
 
     # ---- NodeStageVolume -------------------------------------------------------------------
 
@@ -418,7 +435,9 @@ class NodeService(csi.NodeBase):
             staged = self.mounter.mount_of(staging)
             if staged is None and self._recovery_pending.get(staging) != volume_id:
                 _fail(Status.FAILED_PRECONDITION, f"volume {volume_id} is not staged at {staging}")
-            await self._check_and_recover(volume_id, context, target, staging, spec)
+            await self._check_and_recover(
+                volume_id, context, target, staging, spec, republish=target_path
+            )
             staged = self.mounter.mount_of(staging)
             if staged is None:
                 _fail(Status.INTERNAL, f"{staging} is not mounted after recovering it")

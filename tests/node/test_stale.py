@@ -53,13 +53,15 @@ def detach(device: str) -> None:
 class Volume:
     """One ext4 volume staged and published at pod-a's target, with a file on it."""
 
-    def __init__(self, plugin: Plugin, context: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, plugin: Plugin, context: dict[str, str] | None = None, fs_type: str = "ext4"
+    ) -> None:
         self.plugin = plugin
         self.id = f"pvc-{uuid.uuid4()}"
-        self.image = plugin.image(self.id, 64)
+        self.image = plugin.image(self.id, 320 if fs_type == "xfs" else 64)
         self.context = {"backingFile": str(self.image), **(context or {})}
         self.staging = plugin.staging(self.id)
-        self.cap = plugin.client.mount_cap("ext4")
+        self.cap = plugin.client.mount_cap(fs_type)
 
     def target(self, pod: str) -> Path:
         return self.plugin.target(self.id, pod)
@@ -173,14 +175,16 @@ async def test_replaced_device_reported_by_stats_and_recovered_by_next_publish(
     assert loop_devices_of(volume.image) == []
 
 
+@pytest.mark.parametrize("fs_type", ["ext4", "xfs"])
 async def test_republished_target_and_staging_recovered_claim_found_through_the_pv(
-    loop_plugin: PluginFactory, api: ApiServerEmulator
+    loop_plugin: PluginFactory, api: ApiServerEmulator, fs_type: str
 ) -> None:
-    """kubelet publishes the same target again: the staged mount is recovered and the stale
-    bind at the target replaced.  No PVC keys in volume_context: the poster finds the claim
-    through the PersistentVolume named after the volume."""
+    """kubelet publishes the same target again: the stale bind there and the staged mount are
+    both remounted from the volume's new device (xfs refuses a second instance of the same
+    filesystem while the old bind holds the first).  No PVC keys in volume_context: the poster
+    finds the claim through the PersistentVolume named after the volume."""
     plugin = await loop_plugin()
-    volume = Volume(plugin)
+    volume = Volume(plugin, fs_type=fs_type)
     pvc = api.add_pvc("apps", "data", volume_name=volume.id)
     api.add_pv(volume.id, claim=("apps", "data", pvc["metadata"]["uid"]))
     old = await volume.ready()
