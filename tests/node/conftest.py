@@ -53,22 +53,26 @@ from rds_csi.testing.apiserver import ApiServerEmulator
 from tests.host.conftest import NvmeStandin, make_image, require_root
 from tests.support.grpcio_csi import load_grpcio_csi
 
-__all__ = [
+__all__ = [  # require_root is re-exported so that pytest sees the fixture here too
     "DRIVER",
     "NODE_ID",
+    "ZONE",
     "CsiClient",
     "GatedConnector",
     "LosetupStandin",
     "NoSleep",
     "NvmeStandin",
     "Plugin",
+    "PluginFactory",
     "RecordingRunner",
     "loop_devices_of",
     "make_image",
+    "make_node",
     "mount_count",
     "nvme_context",
     "pvc_context",
     "require_root",
+    "serving",
     "wait_for_event",
 ]
 
