@@ -17,6 +17,7 @@ from rds_csi.gen.csi import v1 as csi
 from rds_csi.grpc_server import CsiServer, SocketInUseError, bind_unix_socket
 from rds_csi.logs import configure_logging
 from tests.support.grpcio_csi import load_grpcio_csi
+from tests.support.sockets import server_connections_closed
 
 
 class GatedNode(csi.NodeBase):
@@ -82,6 +83,7 @@ async def test_unexpected_exception_is_internal_without_traceback_or_locals(
             await call(tmp_path / "csi.sock", pb, "NodeGetCapabilities")
     finally:
         await server.stop(grace=1)
+        await server_connections_closed(tmp_path / "csi.sock")
     assert err.value.code() == grpc.StatusCode.INTERNAL
     details = err.value.details() or ""
     assert "ValueError" in details and "Traceback" not in details and "boom" not in details
@@ -111,6 +113,7 @@ async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(
     response = await in_flight
     assert response.node_id == "gated"
     assert await stopping is True
+    await server_connections_closed(path)
 
 
 async def test_stop_cancels_calls_that_outlive_the_grace_period(
@@ -126,6 +129,7 @@ async def test_stop_cancels_calls_that_outlive_the_grace_period(
     assert node.cancelled.is_set()  # the handler was cancelled, not left running
     with pytest.raises(grpc.RpcError):
         await in_flight
+    await server_connections_closed(path)
 
 
 def test_bind_refuses_a_regular_file(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from rds_csi.node_server import NodeService
 from rds_csi.testing.apiserver import ApiServerEmulator
 from tests.host.conftest import NvmeStandin, make_image, require_root
 from tests.support.grpcio_csi import load_grpcio_csi
+from tests.support.sockets import server_connections_closed
 
 __all__ = [  # require_root is re-exported so that pytest sees the fixture here too
     "DRIVER",
@@ -324,24 +325,6 @@ async def serving(node: NodeService, config: Config | None = None) -> AsyncItera
         await node.operations.wait_idle(30.0)
         await server_connections_closed(socket_dir / "csi.sock")
         shutil.rmtree(socket_dir, ignore_errors=True)
-
-
-def _sockets_bound_to(path: Path) -> int:
-    with open("/proc/net/unix", encoding="utf-8") as table:
-        return sum(1 for line in table if line.rstrip("\n").endswith(" " + str(path)))
-
-
-async def server_connections_closed(path: Path, timeout: float = 10.0) -> None:
-    """Until the server has seen every client connection close.
-
-    grpcio closes its socket from a core thread after `channel.close()`, and asyncio (3.11)
-    keeps an accepted connection's transport until it reads that EOF; a test that ends first
-    leaves an unclosed transport behind.  Accepted sockets carry the listening path in
-    /proc/net/unix, so the kernel says when they are all gone.
-    """
-    async with asyncio.timeout(timeout):
-        while _sockets_bound_to(path):
-            await asyncio.sleep(0.005)
 
 
 def fast_mounter(runner: CommandRunner) -> Mounter:
