@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from rds_csi import DEFAULT_DRIVER_NAME, __version__
+from rds_csi import DEFAULT_DRIVER_NAME, RDS_NQN_BASE, __version__
 
 DEFAULT_ENDPOINT = f"unix:///var/lib/kubelet/plugins/{DEFAULT_DRIVER_NAME}/csi.sock"
-DEFAULT_MANAGED_NQN_PREFIX = "nqn.2000-02.com.mikrotik:"
 CONNECTORS = ("nvme-tcp", "loop")
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -98,7 +97,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add(
         "--managed-nqn-prefix",
-        default=env.get("RDS_MANAGED_NQN_PREFIX", DEFAULT_MANAGED_NQN_PREFIX),
+        default=env.get("RDS_MANAGED_NQN_PREFIX", RDS_NQN_BASE),
         help="only NVMe subsystems with this NQN prefix are ever disconnected "
         "(env RDS_MANAGED_NQN_PREFIX; default %(default)s)",
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from rds_csi import RDS_NQN_BASE
 from rds_csi.host.connectors.base import OrphanCleanup, VolumeTarget
 from rds_csi.host.connectors.nvme_sysfs import NvmeSysfs
 from rds_csi.host.connectors.validation import parse_address, parse_int, parse_port, validate_nqn
@@ -41,8 +42,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# The rds-csi controller names every subsystem RDS_NQN_BASE + volume id.
-RDS_NQN_BASE = "nqn.2000-02.com.mikrotik:"
 DEFAULT_MANAGED_NQN_PREFIX = RDS_NQN_BASE
 DEFAULT_PORT = 4420
 DEFAULT_CTRL_LOSS_TMO = -1  # reconnect forever: a lost controller must not turn the fs read-only
