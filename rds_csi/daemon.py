@@ -29,7 +29,7 @@ from rds_csi.logs import configure_logging
 from rds_csi.metrics import MetricsServer, PluginMetrics, RpcDurations
 from rds_csi.node_server import NodeService
 
-__all__ = ["build_node_service", "run", "serve"]
+__all__ = ["build_identity_service", "build_node_service", "run", "serve"]
 
 log = structlog.get_logger("rds_csi.daemon")
 
@@ -57,6 +57,24 @@ def build_node_service(config: Config, pipeline: EventPipeline) -> NodeService:
         recoverer=MountRecoverer(mounter),
         poster=pipeline.poster,
         zone=config.topology_zone,
+    )
+
+
+def build_identity_service(
+    config: Config, node: NodeService, readiness: Readiness
+) -> IdentityService:
+    def missing_tools() -> list[str]:
+        # Looked up by the runner that runs them: its search path adds the sbin directories a
+        # container's PATH may lack, and tests map tools to stand-ins.
+        needed = [*node.connector.required_tools(), "mount", "umount", "blkid"]
+        return node.mounter.runner.missing_tools(needed)
+
+    return IdentityService(
+        driver_name=config.driver_name,
+        vendor_version=__version__,
+        readiness=readiness,
+        missing_tools=missing_tools,
+        connector_name=config.connector,
     )
 
 
@@ -117,13 +135,7 @@ async def serve(config: Config, stop: asyncio.Event) -> int:
         event_api=config.event_api,
     )
     node = build_node_service(config, pipeline)
-    identity = IdentityService(
-        driver_name=config.driver_name,
-        vendor_version=__version__,
-        readiness=readiness,
-        required_tools=lambda: [*node.connector.required_tools(), "mount", "umount", "blkid"],
-        connector_name=config.connector,
-    )
+    identity = build_identity_service(config, node, readiness)
     rpc_durations = RpcDurations()
     server = CsiServer([identity, node, csi.ControllerBase()], on_rpc_done=rpc_durations.observe)
     metrics_server = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 
 from grpclib.const import Status
@@ -10,7 +9,7 @@ from grpclib.exceptions import GRPCError
 
 from rds_csi.gen.csi import v1 as csi
 
-__all__ = ["IdentityService", "Readiness", "missing_tools"]
+__all__ = ["IdentityService", "Readiness"]
 
 
 class Readiness:
@@ -27,11 +26,6 @@ class Readiness:
         self._ready = True
 
 
-def missing_tools(tools: Sequence[str]) -> list[str]:
-    """The host programs from `tools` that are not on PATH."""
-    return [tool for tool in tools if shutil.which(tool) is None]
-
-
 class IdentityService(csi.IdentityBase):
     def __init__(
         self,
@@ -39,13 +33,16 @@ class IdentityService(csi.IdentityBase):
         driver_name: str,
         vendor_version: str,
         readiness: Readiness,
-        required_tools: Callable[[], Sequence[str]],
+        missing_tools: Callable[[], Sequence[str]],
         connector_name: str,
     ) -> None:
+        """`missing_tools` names the host programs the plugin needs and cannot run; it must
+        look them up the way commands are run (`CommandRunner.missing_tools`), or Probe and
+        the RPCs disagree about what is installed."""
         self._driver_name = driver_name
         self._vendor_version = vendor_version
         self._readiness = readiness
-        self._required_tools = required_tools
+        self._missing_tools = missing_tools
         self._connector_name = connector_name
 
     async def get_plugin_info(self, message: csi.GetPluginInfoRequest) -> csi.GetPluginInfoResponse:
@@ -76,11 +73,11 @@ class IdentityService(csi.IdentityBase):
         )
 
     async def probe(self, message: csi.ProbeRequest) -> csi.ProbeResponse:
-        missing = missing_tools(self._required_tools())
+        missing = self._missing_tools()
         if missing:
             raise GRPCError(
                 Status.FAILED_PRECONDITION,
                 f"missing required host tool(s) for the {self._connector_name} connector: "
-                f"{', '.join(missing)} (not found on PATH)",
+                f"{', '.join(missing)} (not found)",
             )
         return csi.ProbeResponse(ready=self._readiness.ready)

@@ -12,8 +12,23 @@ from typing import Any
 
 import grpc
 import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from rds_csi import __version__
+from rds_csi.cli import parse_config
+from rds_csi.daemon import build_identity_service
+from rds_csi.gen.csi import v1 as csi
+from rds_csi.host import (
+    CommandRunner,
+    Mounter,
+    MountRecoverer,
+    NvmeTcpConnector,
+    Prober,
+    StaleChecker,
+)
+from rds_csi.identity_server import Readiness
+from rds_csi.node_server import NodeService
 from tests.support.daemon import DaemonProcess
 from tests.support.grpcio_csi import load_grpcio_csi
 
@@ -144,9 +159,35 @@ def test_refuses_a_socket_another_instance_serves(daemon: DaemonProcess) -> None
     assert daemon.socket_path.exists()  # the live instance keeps its socket
 
 
-def test_probe_fails_precondition_when_a_host_tool_is_missing(
+async def test_probe_fails_precondition_when_a_host_tool_is_missing(tmp_path: Path) -> None:
+    # The daemon's own wiring, with nvme pointed at a path where there is none: hiding a tool
+    # from PATH is not enough, since the runner also searches the sbin directories.
+    config = parse_config(
+        ["--endpoint", f"unix://{tmp_path}/csi.sock", "--connector", "nvme-tcp"], env={}
+    )
+    runner = CommandRunner(tools={"nvme": str(tmp_path / "bin" / "nvme")})
+    mounter = Mounter(runner, Prober())
+    node = NodeService(
+        node_id="test-node",
+        connector=NvmeTcpConnector(runner),
+        mounter=mounter,
+        checker=StaleChecker(mounter),
+        recoverer=MountRecoverer(mounter),
+    )
+    readiness = Readiness()
+    readiness.set_ready()
+    identity = build_identity_service(config, node, readiness)
+    with pytest.raises(GRPCError) as err:
+        await identity.probe(csi.ProbeRequest())
+    assert err.value.status == Status.FAILED_PRECONDITION
+    assert "nvme" in (err.value.message or "")
+
+
+def test_probe_finds_host_tools_where_commands_run_even_if_path_lacks_sbin(
     tmp_path: Path, pb: tuple[Any, Any]
 ) -> None:
+    """A container's PATH may lack the sbin directories; the command runner still finds the
+    tools there, so Probe must not call them missing (kubelet would restart a working plugin)."""
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     proc = DaemonProcess(
@@ -156,9 +197,8 @@ def test_probe_fails_precondition_when_a_host_tool_is_missing(
     try:
         proc.wait_for_log("ready")
         csi_pb2, csi_pb2_grpc = pb
-        with channel(proc.socket_path) as ch, pytest.raises(grpc.RpcError) as err:
-            csi_pb2_grpc.IdentityStub(ch).Probe(csi_pb2.ProbeRequest(), timeout=10)
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "nvme" in (err.value.details() or "")
+        with channel(proc.socket_path) as ch:
+            probe = csi_pb2_grpc.IdentityStub(ch).Probe(csi_pb2.ProbeRequest(), timeout=10)
+        assert probe.ready.value is True
     finally:
         proc.terminate()

@@ -233,7 +233,7 @@ async def test_rpcs_through_the_server_hook_are_histograms_by_method_and_code(
         driver_name=DEFAULT_DRIVER_NAME,
         vendor_version="test",
         readiness=readiness,
-        required_tools=lambda: [],
+        missing_tools=lambda: [],
         connector_name="loop",
     )
     durations = RpcDurations()

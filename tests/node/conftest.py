@@ -311,7 +311,7 @@ async def serving(node: NodeService, config: Config | None = None) -> AsyncItera
         driver_name=config.driver_name if config else DRIVER,
         vendor_version=__version__,
         readiness=readiness,
-        required_tools=lambda: node.connector.required_tools(),
+        missing_tools=lambda: node.mounter.runner.missing_tools(node.connector.required_tools()),
         connector_name=node.connector.name,
     )
     server = CsiServer([identity, node, csi.ControllerBase()])
