@@ -9,13 +9,13 @@ RPC: a PVC that cannot be found is logged and skipped.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import structlog
 
+from rds_csi.pipeline.clock import SYSTEM_CLOCK, Clock
+from rds_csi.pipeline.lru import LRUCache
 from rds_csi.pipeline.model import NORMAL, WARNING, ObjectRef
 
 __all__ = [
@@ -225,27 +225,25 @@ class KubeClaimResolver:
         positive_ttl: float = 600.0,
         negative_ttl: float = 30.0,
         request_timeout: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._api = core_api
         self._driver_name = driver_name
-        self._cache: OrderedDict[str, tuple[float, ObjectRef | None]] = OrderedDict()
-        self._cache_size = cache_size
+        # volume id -> (expiry, claim or None for "no claim")
+        self._cache: LRUCache[str, tuple[float, ObjectRef | None]] = LRUCache(cache_size)
         self._positive_ttl = positive_ttl
         self._negative_ttl = negative_ttl
         self._timeout = request_timeout
+        self._clock = clock
 
     async def claim_for_volume(self, volume_id: str) -> ObjectRef | None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         cached = self._cache.get(volume_id)
         if cached is not None and cached[0] > now:
-            self._cache.move_to_end(volume_id)
             return cached[1]
         claim = await self._lookup(volume_id)
         ttl = self._positive_ttl if claim is not None else self._negative_ttl
-        self._cache[volume_id] = (now + ttl, claim)
-        self._cache.move_to_end(volume_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(volume_id, (now + ttl, claim))
         return claim
 
     async def _lookup(self, volume_id: str) -> ObjectRef | None:
