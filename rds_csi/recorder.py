@@ -88,13 +88,7 @@ class EventRecorder:
         related: object = None,
     ) -> None:
         """Record one occurrence of `reason` about `obj`."""
-        try:
-            related_ref = None if related is None else self._related_ref(related)
-            self._emitter.emit(self._build(obj, type, reason, message, action, related_ref, None))
-        except _Rejected as rejected:
-            self._reject(rejected)
-        except Exception as exc:  # a bug must cost an event, never the caller's operation
-            self._internal_error(exc)
+        self._record(obj, None, type, reason, message, (), action, related)
 
     def eventf(
         self,
@@ -107,7 +101,7 @@ class EventRecorder:
         related: object = None,
     ) -> None:
         """Like `event`, with a %-format message (formatted only when `args` are given)."""
-        self._record_formatted(obj, None, type, reason, fmt, args, action, related)
+        self._record(obj, None, type, reason, fmt, args, action, related)
 
     def annotated_eventf(
         self,
@@ -121,9 +115,9 @@ class EventRecorder:
         related: object = None,
     ) -> None:
         """Like `eventf`, with annotations on the Event object itself."""
-        self._record_formatted(obj, annotations, type, reason, fmt, args, action, related)
+        self._record(obj, annotations, type, reason, fmt, args, action, related)
 
-    def _record_formatted(
+    def _record(
         self,
         obj: object,
         annotations: Mapping[str, str] | None,
@@ -135,15 +129,17 @@ class EventRecorder:
         related: object,
     ) -> None:
         try:
-            message, error = format_message(fmt, args)
-            if error is not None:
-                self._format_failed(fmt, error)
+            message = fmt
+            if args:
+                message, error = format_message(fmt, args)
+                if error is not None:
+                    self._format_failed(fmt, error)
             related_ref = None if related is None else self._related_ref(related)
             event = self._build(obj, type_, reason, message, action, related_ref, annotations)
             self._emitter.emit(event)
         except _Rejected as rejected:
             self._reject(rejected)
-        except Exception as exc:
+        except Exception as exc:  # a bug must cost an event, never the caller's operation
             self._internal_error(exc)
 
     def _build(
@@ -263,7 +259,7 @@ class ThreadSafeRecorder:
         action: str = "",
         related: object = None,
     ) -> None:
-        self._record(obj, None, type, reason, message, (), action, related, formatted=False)
+        self._record(obj, None, type, reason, message, (), action, related)
 
     def eventf(
         self,
@@ -275,7 +271,7 @@ class ThreadSafeRecorder:
         action: str = "",
         related: object = None,
     ) -> None:
-        self._record(obj, None, type, reason, fmt, args, action, related, formatted=True)
+        self._record(obj, None, type, reason, fmt, args, action, related)
 
     def annotated_eventf(
         self,
@@ -288,7 +284,7 @@ class ThreadSafeRecorder:
         action: str = "",
         related: object = None,
     ) -> None:
-        self._record(obj, annotations, type, reason, fmt, args, action, related, formatted=True)
+        self._record(obj, annotations, type, reason, fmt, args, action, related)
 
     def _record(
         self,
@@ -300,16 +296,12 @@ class ThreadSafeRecorder:
         args: tuple[object, ...],
         action: str,
         related: object,
-        *,
-        formatted: bool,
     ) -> None:
         recorder = self._recorder
         try:
-            message = fmt
-            if formatted:
-                message, error = format_message(fmt, args)
-                if error is not None:
-                    self._post(recorder._format_failed, fmt, error)
+            message, error = format_message(fmt, args)
+            if error is not None:
+                self._post(recorder._format_failed, fmt, error)
             related_ref, related_error = related_object_ref(related)
             if related_error is not None:
                 self._post(recorder._related_failed, related_error)
