@@ -55,19 +55,11 @@ async def load_kube_configuration(kubeconfig: Path | None) -> Any | None:
     kubernetes_asyncio is imported only when there are credentials to load: it is most of the
     daemon's start-up time, which matters on a node under load.
     """
-    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
-    if kubeconfig is None and not in_cluster:
+    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         return None
-    from kubernetes_asyncio import client, config
+    from rds_csi.pipeline.kube_api import load_configuration
 
-    configuration = client.Configuration()
-    if kubeconfig is not None:
-        await config.load_kube_config(
-            config_file=str(kubeconfig), client_configuration=configuration
-        )
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return configuration
+    return await load_configuration(str(kubeconfig) if kubeconfig is not None else None)
 
 
 async def start_event_pipeline(

@@ -10,17 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, config
 
-__all__ = ["ApiResponse", "EventApi", "EventTransport", "TransportError"]
+__all__ = ["ApiResponse", "EventApi", "EventTransport", "TransportError", "load_configuration"]
 
 CORE = "core"
 EVENTS_V1 = "events.k8s.io"
+
+
+async def load_configuration(
+    kubeconfig: str | None = None, *, context: str | None = None, in_cluster: bool | None = None
+) -> client.Configuration:
+    """Where the API server is: a named kubeconfig first, else the pod's service account when
+    running in a pod (or `in_cluster`), else the default kubeconfig."""
+    configuration = client.Configuration()
+    if in_cluster is None:
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    if in_cluster:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    return configuration
 
 
 @dataclass(frozen=True, slots=True)

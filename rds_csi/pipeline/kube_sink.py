@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import os
 import random
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from rds_csi.pipeline.kube_api import (
     EventApi,
     EventTransport,
     TransportError,
+    load_configuration,
 )
 from rds_csi.pipeline.kube_wire import (
     core_event_body,
@@ -740,20 +740,12 @@ async def kube_sink_from_config(
 ) -> KubeSink:
     """A sink with its own ApiClient (closed by `aclose`).
 
-    Without a `configuration`: in-cluster config when running in a pod (or `in_cluster`),
-    else the kubeconfig.
+    Without a `configuration`: `kubeconfig` when named, else in-cluster config when running
+    in a pod (or `in_cluster`), else the default kubeconfig (see `load_configuration`).
     """
-    from kubernetes_asyncio import config as kconfig
-
     options = options or KubeSinkOptions()
     if configuration is None:
-        configuration = kclient.Configuration()
-        if in_cluster or (in_cluster is None and "KUBERNETES_SERVICE_HOST" in os.environ):
-            kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await kconfig.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
+        configuration = await load_configuration(kubeconfig, context=context, in_cluster=in_cluster)
         # One connection per worker, plus one for uid lookups.
         configuration.connection_pool_maxsize = options.workers + 1
     api_client = kclient.ApiClient(configuration)

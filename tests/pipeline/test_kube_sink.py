@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +158,31 @@ async def test_factory_builds_and_closes_its_own_client(api: ApiServerEmulator) 
     assert await close(sink) == 0
     assert api.requests[-1].user_agent is not None
     assert api.requests[-1].user_agent.startswith("rds-csi/")
+    assert stored_counts(api) == {"data-0": 1}
+
+
+async def test_factory_prefers_a_named_kubeconfig_inside_a_pod(
+    api: ApiServerEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a pod (KUBERNETES_SERVICE_HOST is set) an explicit kubeconfig still decides where
+    # events go; the in-cluster service account is only the fallback.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emu", "cluster": {"server": api.url}}],
+                "users": [{"name": "node", "user": {"token": api.token}}],
+                "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "node"}}],
+                "current-context": "emu",
+            }
+        )
+    )
+    sink = await kube_sink_from_config(kubeconfig=str(kubeconfig), options=FAST)
+    await sink.write([make_event(pvc())])
+    assert await close(sink) == 0
     assert stored_counts(api) == {"data-0": 1}
 
 
