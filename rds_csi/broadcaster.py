@@ -30,7 +30,9 @@ __all__ = ["CloseReport", "EventBroadcaster", "SinkReport"]
 
 _log = structlog.get_logger(__name__)
 
-# How long cancelled sink tasks get to unwind once the close deadline has passed.
+# Once the close deadline has passed: how long sink tasks get to finish their own `aclose`
+# (which runs until that same deadline and then settles its books), and then how long
+# cancelled ones get to unwind.
 _CANCEL_GRACE = 0.1
 
 
@@ -197,14 +199,19 @@ class EventBroadcaster:
             self._start_tasks()  # so that events emitted before start() are flushed too
         self._closing = True
         self._wakeup.set()
-        _, pending = await asyncio.wait(
+        _, timed_out = await asyncio.wait(
             self._tasks(), timeout=max(0.0, self._deadline - loop.time())
         )
+        pending = timed_out
+        if pending:
+            # Cancelling now would cut off sinks that are just counting what they could not
+            # deliver: the loss would go missing from the report and the counters.
+            _, pending = await asyncio.wait(pending, timeout=_CANCEL_GRACE)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=_CANCEL_GRACE)
-        report = self._build_report(pending, loop.time() - started)
+        report = self._build_report(timed_out, loop.time() - started)
         self._drops.flush()
         self._log_report(report)
         return report

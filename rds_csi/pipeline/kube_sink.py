@@ -273,8 +273,7 @@ class KubeSink:
         self._closed = True
         for task in self._workers:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
+        # Settled before the next await: a caller that cancels us now loses no count.
         undelivered = 0
         for pending in self._pending.values():
             if pending.timer is not None:
@@ -285,8 +284,12 @@ class KubeSink:
         if undelivered:
             self.stats.drop("shutdown", undelivered)
             _log.warning("events not delivered before shutdown deadline", occurrences=undelivered)
-        if self._owns_client and self._api_client is not None:
-            await self._api_client.close()
+        try:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers.clear()
+        finally:
+            if self._owns_client and self._api_client is not None:
+                await self._api_client.close()
         return undelivered
 
     # -- introspection ------------------------------------------------------------------

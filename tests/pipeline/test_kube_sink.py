@@ -16,9 +16,11 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from structlog.testing import capture_logs
 
+from rds_csi.broadcaster import EventBroadcaster
 from rds_csi.pipeline.correlator import CorrelatorOptions
 from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions, kube_sink_from_config
 from rds_csi.pipeline.model import Event, ObjectRef
+from rds_csi.pipeline.stats import PipelineStats
 from rds_csi.testing.apiserver import ApiServerEmulator, Fault, RecordedRequest
 
 T0 = 1_790_000_000 * 10**9
@@ -477,3 +479,22 @@ async def test_shutdown_flushes_500_pending_events(
     counts = stored_counts(api)
     assert sum(counts.values()) == 550
     assert all(counts[f"data-{i}"] == 2 for i in range(50))
+
+
+async def test_events_lost_at_the_broadcasters_deadline_are_reported_and_counted(
+    api: ApiServerEmulator, client: ApiClient
+) -> None:
+    # The sink's own aclose runs until the same deadline and then settles its books; the
+    # broadcaster must let it, or the loss vanishes from the report and the counters.
+    api.inject(Fault(status=503, times=None))
+    stats = PipelineStats()
+    sink = KubeSink(client, options=dataclasses.replace(FAST, request_timeout=0.2), stats=stats)
+    broadcaster = EventBroadcaster([sink], stats=stats)
+    broadcaster.start()
+    for i in range(5):
+        broadcaster.emit(make_event(pvc(i)))
+    await wait_until(lambda: stats.retried >= 5)
+    report = await broadcaster.aclose(timeout=0.3)
+    assert report.sink("kubernetes").undelivered == 5
+    assert report.undelivered == 5
+    assert stats.dropped == {"shutdown": 5}
