@@ -116,6 +116,14 @@ def _absolute_path(value: str, name: str) -> str:
     return os.path.normpath(value)
 
 
+def _volume_path(volume_id: str, value: str) -> str:
+    """NodeGetVolumeStats/NodeExpandVolume: a path that cannot be a volume is NOT_FOUND."""
+    _require(value, "volume_path")
+    if not value.startswith("/"):
+        _fail(Status.NOT_FOUND, f"volume {volume_id} does not exist at {value}")
+    return os.path.normpath(value)
+
+
 def _spec(capability: csi.VolumeCapability | None) -> VolumeSpec:
     if capability is None:
         _fail(Status.INVALID_ARGUMENT, "volume_capability is required")
@@ -548,10 +556,7 @@ class NodeService(csi.NodeBase):
         self, message: csi.NodeGetVolumeStatsRequest
     ) -> csi.NodeGetVolumeStatsResponse:
         volume_id = _require(message.volume_id, "volume_id")
-        path = _require(message.volume_path, "volume_path")
-        if not path.startswith("/"):
-            _fail(Status.NOT_FOUND, f"volume {volume_id} does not exist at {path}")
-        path = os.path.normpath(path)
+        path = _volume_path(volume_id, message.volume_path)
         entry = self.mounter.mount_of(path)
         if entry is None:
             if await self._path_exists(path):
@@ -629,12 +634,10 @@ class NodeService(csi.NodeBase):
         self, message: csi.NodeExpandVolumeRequest
     ) -> csi.NodeExpandVolumeResponse:
         volume_id = _require(message.volume_id, "volume_id")
-        path = _require(message.volume_path, "volume_path")
+        _require(message.volume_path, "volume_path")
         if message.volume_capability is not None:
             _spec(message.volume_capability)
-        if not path.startswith("/"):
-            _fail(Status.NOT_FOUND, f"volume {volume_id} does not exist at {path}")
-        path = os.path.normpath(path)
+        path = _volume_path(volume_id, message.volume_path)
         required = message.capacity_range.required_bytes if message.capacity_range else 0
         limit = message.capacity_range.limit_bytes if message.capacity_range else 0
         if required < 0 or limit < 0 or (limit and required > limit):
