@@ -211,16 +211,6 @@ class Prober:
 
         return await self.call("lookup", directory, look, timeout=timeout)
 
-    async def exists(self, path: str, *, timeout: float | None = None) -> bool:
-        def check() -> bool:
-            try:
-                os.lstat(path)
-            except FileNotFoundError:
-                return False
-            return True
-
-        return await self.call("lstat", path, check, timeout=timeout)
-
     async def probe_mount_point(
         self, path: str, *, lookup_name: str, timeout: float | None = None
     ) -> os.stat_result:
