@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from rds_csi import DEFAULT_DRIVER_NAME
+from rds_csi.events import PVC_NAME_KEY, PVC_NAMESPACE_KEY
 from rds_csi.testing.apiserver import ApiServerEmulator
 
 __all__ = ["Claim", "DemoCluster", "start_cluster", "write_kubeconfig"]
@@ -27,10 +28,7 @@ class Claim:
 
     def volume_context(self) -> dict[str, str]:
         """What the external-provisioner (--extra-create-metadata) puts in volume_context."""
-        return {
-            "csi.storage.k8s.io/pvc/name": self.name,
-            "csi.storage.k8s.io/pvc/namespace": self.namespace,
-        }
+        return {PVC_NAME_KEY: self.name, PVC_NAMESPACE_KEY: self.namespace}
 
 
 def new_volume_id() -> str:

@@ -8,14 +8,14 @@ mount point under it, or a loop device whose backing file is under it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from rds_csi.host.mountinfo import MountInfo, read_mountinfo
+from rds_csi.host.connectors.loop import LoopDevice, parse_losetup_json
+from rds_csi.host.mountinfo import MountInfo, find_by_mount_point, read_mountinfo
 
 __all__ = [
     "REQUIRED_TOOLS",
@@ -85,13 +85,6 @@ async def corrupt_ext4(image: Path) -> None:
         await run("debugfs", "-w", "-R", request, str(image))
 
 
-@dataclass(frozen=True)
-class LoopDevice:
-    path: str
-    backing_file: str
-    autoclear: bool
-
-
 def loop_devices() -> list[LoopDevice]:
     done = subprocess.run(
         ["losetup", "--list", "--json", "--output", "NAME,AUTOCLEAR,BACK-FILE"],
@@ -100,14 +93,7 @@ def loop_devices() -> list[LoopDevice]:
         timeout=30,
         check=True,
     )
-    if not done.stdout.strip():
-        return []
-    devices = []
-    for entry in json.loads(done.stdout).get("loopdevices", []):
-        back = str(entry.get("back-file") or "").removesuffix(" (deleted)")
-        autoclear = entry.get("autoclear") in (True, 1, "1", "true")
-        devices.append(LoopDevice(str(entry.get("name", "")), back, autoclear))
-    return devices
+    return parse_losetup_json(done.stdout)
 
 
 def attached_to(image: Path) -> list[str]:
@@ -127,11 +113,7 @@ def backing_file_of(device: str) -> str | None:
 
 def mount_at(path: Path) -> MountInfo | None:
     """The top mount at `path`, from mountinfo (never stat: a stale mount may not answer)."""
-    found = None
-    for entry in read_mountinfo():
-        if entry.mount_point == str(path):
-            found = entry
-    return found
+    return find_by_mount_point(read_mountinfo(), str(path))
 
 
 def mounts_of_device(scope: Path, number: tuple[int, int]) -> list[str]:

@@ -31,7 +31,7 @@ from rds_csi.host.errors import (
 from rds_csi.host.mountinfo import MOUNTINFO_PATH, find_by_device, read_mountinfo
 from rds_csi.host.runner import CommandRunner
 
-__all__ = ["LoopConnector", "LoopDevice", "LoopTarget"]
+__all__ = ["LoopConnector", "LoopDevice", "LoopTarget", "parse_losetup_json"]
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +130,7 @@ class LoopConnector:
             ],
             timeout=self.timeout,
         )
-        return sorted(_parse_losetup_json(result.stdout), key=lambda d: d.number)
+        return sorted(parse_losetup_json(result.stdout), key=lambda d: d.number)
 
     async def resolve_device(self, target: VolumeTarget) -> str | None:
         live = [
@@ -188,7 +188,7 @@ class LoopConnector:
         )
         mounts = read_mountinfo(self.mountinfo_path)
         prefix = self.backing_dir.rstrip("/") + "/"
-        for device in _parse_losetup_json(result.stdout):
+        for device in parse_losetup_json(result.stdout):
             if not device.backing_file.startswith(prefix) or device.autoclear:
                 continue
             try:
@@ -209,7 +209,8 @@ class LoopConnector:
         return report
 
 
-def _parse_losetup_json(stdout: str) -> list[LoopDevice]:
+def parse_losetup_json(stdout: str) -> list[LoopDevice]:
+    """`losetup --list --json` output (NAME, AUTOCLEAR, BACK-FILE columns) as LoopDevices."""
     if not stdout.strip():
         return []
     try:
