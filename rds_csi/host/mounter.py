@@ -38,6 +38,7 @@ from rds_csi.host.mountinfo import (
     MOUNTINFO_PATH,
     MountInfo,
     find_by_device,
+    find_by_mount_point,
     mounts_at,
     normalize_path,
     read_mountinfo,
@@ -157,8 +158,7 @@ class Mounter:
 
     def mount_of(self, path: str) -> MountInfo | None:
         """The visible mount at `path` (top of any stack), read from mountinfo: never hangs."""
-        stacked = mounts_at(self.mount_table(), path)
-        return stacked[-1] if stacked else None
+        return find_by_mount_point(self.mount_table(), path)
 
     def is_mounted(self, path: str) -> bool:
         return self.mount_of(path) is not None
