@@ -15,6 +15,7 @@ from rds_csi.pipeline.correlator import (
 )
 from rds_csi.pipeline.kube_wire import core_event_patch
 from rds_csi.pipeline.model import Event, ObjectRef
+from tests.pipeline.factories import node_event
 
 PVC = ObjectRef(
     kind="PersistentVolumeClaim", name="data", namespace="apps", uid="u-1", api_version="v1"
@@ -29,21 +30,7 @@ def make_event(
     type_: str = "Warning",
     involved: ObjectRef = PVC,
 ) -> Event:
-    now = clock.now_ns()
-    return Event(
-        name=f"{involved.name}.{now:x}",
-        namespace=involved.namespace or "default",
-        involved=involved,
-        type=type_,
-        reason=reason,
-        message=message,
-        source_component="rds-csi-node",
-        source_host="node-1",
-        reporting_controller="rds.csi.srvlab.io",
-        reporting_instance="node-1",
-        first_timestamp_ns=now,
-        last_timestamp_ns=now,
-    )
+    return node_event(involved, at_ns=clock.now_ns(), type=type_, reason=reason, message=message)
 
 
 def emit(

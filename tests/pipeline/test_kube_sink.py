@@ -22,8 +22,7 @@ from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions, kube_sink_from
 from rds_csi.pipeline.model import Event, ObjectRef
 from rds_csi.pipeline.stats import PipelineStats
 from rds_csi.testing.apiserver import ApiServerEmulator, Fault, RecordedRequest
-
-T0 = 1_790_000_000 * 10**9
+from tests.pipeline.factories import T0, node_event
 
 FAST = KubeSinkOptions(
     qps=0,
@@ -74,19 +73,8 @@ def make_event(
     at_ns: int = T0,
     namespace: str | None = None,
 ) -> Event:
-    return Event(
-        name=f"{ref.name}.{at_ns:x}",
-        namespace=namespace or ref.namespace or "default",
-        involved=ref,
-        type="Warning",
-        reason="NodeStageFailed",
-        message=message,
-        source_component="rds-csi-node",
-        source_host="node-1",
-        reporting_controller="rds.csi.srvlab.io",
-        reporting_instance="node-1",
-        first_timestamp_ns=at_ns,
-        last_timestamp_ns=at_ns,
+    return node_event(
+        ref, at_ns=at_ns, message=message, namespace=namespace or ref.namespace or "default"
     )
 
 

@@ -17,6 +17,7 @@ from rds_csi.pipeline.correlator import CorrelatorOptions
 from rds_csi.pipeline.kube_api import ApiResponse, TransportError
 from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
 from rds_csi.pipeline.model import Event, ObjectRef
+from tests.pipeline.factories import node_event
 
 Failure = ApiResponse | Exception | None
 
@@ -105,20 +106,7 @@ def pvc(i: int = 0, uid: str = "u") -> ObjectRef:
 def make_event(
     ref: ObjectRef, message: str = "mount failed", reason: str = "Failed", serial: int = 1
 ) -> Event:
-    return Event(
-        name=f"{ref.name}.{serial:x}",
-        namespace=ref.namespace or "default",
-        involved=ref,
-        type="Warning",
-        reason=reason,
-        message=message,
-        source_component="rds-csi-node",
-        source_host="node-1",
-        reporting_controller="rds.csi.srvlab.io",
-        reporting_instance="node-1",
-        first_timestamp_ns=1_790_000_000 * 10**9,
-        last_timestamp_ns=1_790_000_000 * 10**9,
-    )
+    return node_event(ref, name=f"{ref.name}.{serial:x}", message=message, reason=reason)
 
 
 FAST = KubeSinkOptions(

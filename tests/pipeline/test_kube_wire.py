@@ -14,28 +14,14 @@ from rds_csi.pipeline.kube_wire import (
     qualified_name,
 )
 from rds_csi.pipeline.model import Event, ObjectRef
+from tests.pipeline.factories import T0, node_event
 
-T0 = 1_790_000_000 * 10**9  # 2026-09-21T14:13:20Z
 PVC = ObjectRef(kind="PersistentVolumeClaim", name="data", namespace="apps", api_version="v1")
 
 
 def make_event(**changes: object) -> Event:
-    fields: dict[str, object] = dict(
-        name="data.1",
-        namespace="apps",
-        involved=PVC,
-        type="Warning",
-        reason="NodeStageFailed",
-        message="mount failed",
-        source_component="rds-csi-node",
-        source_host="node-1",
-        reporting_controller="rds.csi.srvlab.io",
-        reporting_instance="node-1",
-        first_timestamp_ns=T0,
-        last_timestamp_ns=T0 + 5 * 10**9,
-    )
-    fields.update(changes)
-    return Event(**fields)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"name": "data.1", "last_timestamp_ns": T0 + 5 * 10**9}
+    return node_event(PVC, **{**fields, **changes})
 
 
 def test_time_formats() -> None:
