@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench.common import Row, percentile, row, rss_bytes
 from rds_csi.broadcaster import EventBroadcaster
 from rds_csi.pipeline.model import Event, ObjectRef
 from rds_csi.pipeline.stats import PipelineStats
 from rds_csi.recorder import EventRecorder
-
-Row = dict[str, Any]
 
 EMIT_BATCH = 100  # calls timed together: perf_counter_ns itself costs ~50 ns
 EMIT_ROUNDS = 3000
@@ -56,29 +54,6 @@ class CountingSink:
         if self.count < count:
             self.reached.clear()
             await self.reached.wait()
-
-
-def row(
-    benchmark: str,
-    value: float,
-    unit: str,
-    baseline: float | None,
-    target: str | None = None,
-    met: bool | None = None,
-) -> Row:
-    return {
-        "benchmark": benchmark,
-        "value": value,
-        "unit": unit,
-        "baseline": baseline,
-        "ratio": value / baseline if baseline else None,
-        "target": target,
-        "met": met,
-    }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
 
 
 def make_event() -> Event:
@@ -240,14 +215,6 @@ async def bench_throughput() -> list[Row]:
             recorded >= 100_000,
         ),
     ]
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 async def memory_child() -> dict[str, float]:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
@@ -33,6 +32,7 @@ import structlog
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from bench.common import Row, percentile, row
 from rds_csi.event_pipeline import EventPipeline, start_event_pipeline
 from rds_csi.events import PVC_NAME_KEY, PVC_NAMESPACE_KEY
 from rds_csi.gen.csi import v1 as csi
@@ -47,8 +47,6 @@ from rds_csi.host import (
 )
 from rds_csi.node_server import NodeService
 from rds_csi.testing.apiserver import ApiServerEmulator, Fault
-
-Row = dict[str, Any]
 
 DRIVER = "rds.csi.srvlab.io"
 NODE = "bench-node"
@@ -197,21 +195,10 @@ class Rig:
         return {"stored": stored, "hung": hung}
 
 
-def percentile(samples: list[float], q: int) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
-
-
-def row(name: str, value: float, baseline: float, target: float) -> Row:
-    ratio = value / baseline
-    return {
-        "benchmark": name,
-        "value": value * 1000,
-        "unit": "ms",
-        "baseline": baseline * 1000,
-        "ratio": ratio,
-        "target": f"ratio <= {target:g}",
-        "met": ratio <= target,
-    }
+def ms_row(name: str, value: float, baseline: float, target: float) -> Row:
+    """Seconds in, milliseconds out, met when value/baseline <= target."""
+    met = value / baseline <= target
+    return row(name, value * 1000, "ms", baseline * 1000, f"ratio <= {target:g}", met)
 
 
 async def measure(by_pv: bool) -> list[Row]:
@@ -243,13 +230,13 @@ async def measure(by_pv: bool) -> list[Row]:
     path = "PV lookup" if by_pv else "PVC in volume_context"
     healthy, hung = samples["healthy"], samples["hung"]
     return [
-        row(
+        ms_row(
             f"NodeStage failing + MountFailure event, p50 hung/healthy API ({path})",
             percentile(hung, 50),
             percentile(healthy, 50),
             P50_TARGET,
         ),
-        row(
+        ms_row(
             f"NodeStage failing + MountFailure event, p99 hung/healthy API ({path})",
             percentile(hung, 99),
             percentile(healthy, 99),

@@ -24,14 +24,13 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from bench.common import Row, row, rss_bytes
 from rds_csi.pipeline.correlator import CorrelatorOptions
 from rds_csi.pipeline.kube_api import ApiResponse
 from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
 from rds_csi.pipeline.model import Event, ObjectRef
 from rds_csi.pipeline.ratelimit import TokenBucket
 from rds_csi.testing.apiserver import ApiServerEmulator
-
-Row = dict[str, Any]
 
 STORM_EVENTS = 10_000
 FLEET_PVCS = 1_000
@@ -43,25 +42,6 @@ MEMORY_SAMPLE_AT = 10_000
 
 SINK_OPTIONS = KubeSinkOptions(qps=0, seed=1)
 T0 = 1_790_000_000 * 10**9
-
-
-def row(
-    benchmark: str,
-    value: float,
-    unit: str,
-    baseline: float | None,
-    target: str | None = None,
-    met: bool | None = None,
-) -> Row:
-    return {
-        "benchmark": benchmark,
-        "value": value,
-        "unit": unit,
-        "baseline": baseline,
-        "ratio": value / baseline if baseline else None,
-        "target": target,
-        "met": met,
-    }
 
 
 def pvc(i: int) -> ObjectRef:
@@ -206,14 +186,6 @@ class InstantApi:
 
     async def get_object(self, kind: str, namespace: str, name: str) -> ApiResponse:
         return ApiResponse(404, None)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 async def memory_run(lru_size: int) -> float:
