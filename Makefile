@@ -26,7 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check rds_csi tests bench
+	$(BIN)/ruff format --check rds_csi tests bench demo
 	$(BIN)/mypy
 
 proto: $(STAMP)

@@ -144,7 +144,10 @@ class RpcObserver:
             level = log.info if status in (Status.OK, Status.CANCELLED) else log.warning
             level("rpc", **fields)
             if self._on_done is not None:
-                self._on_done(method, status, elapsed)
+                try:
+                    self._on_done(method, status, elapsed)
+                except Exception:  # a metrics hook must never replace the RPC's own result
+                    log.error("rpc hook failed", exc_info=True)
 
 
 def _socket_is_served(path: Path) -> bool:
