@@ -138,3 +138,23 @@ def test_bind_refuses_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(SocketInUseError, match="not a socket"):
         bind_unix_socket(path)
     assert path.read_text() == "not a socket"
+
+
+async def test_a_failing_rpc_hook_does_not_change_the_result(
+    tmp_path: Path, pb: tuple[Any, Any], log_stream: io.StringIO
+) -> None:
+    def broken_hook(method: str, status: Any, seconds: float) -> None:
+        raise RuntimeError("metrics backend exploded")
+
+    node = GatedNode()
+    node.gate.set()
+    server = CsiServer([node], on_rpc_done=broken_hook)
+    path = tmp_path / "csi.sock"
+    await server.start(path)
+    try:
+        response = await call(path, pb, "NodeGetInfo")
+    finally:
+        await server.stop(grace=1)
+        await server_connections_closed(path)
+    assert response.node_id == "gated"
+    assert any(line["event"] == "rpc hook failed" for line in lines(log_stream))
