@@ -47,35 +47,9 @@ class _Rejected(Exception):
         self.context = context
 
 
-class EventRecorder:
-    """Builds events about Kubernetes objects and passes them on, the way client-go does.
-
-    `obj` and `related` may be kubernetes-asyncio models, dicts (API- or reference-shaped),
-    `V1ObjectReference`s or `ObjectRef`s.  Must be called from the event loop's thread (or
-    before the loop runs); other threads use `ThreadSafeRecorder`.
-    """
-
-    def __init__(
-        self,
-        broadcaster: Emitter,
-        *,
-        component: str,
-        host: str,
-        reporting_controller: str = "",
-        reporting_instance: str = "",
-        stats: PipelineStats | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self._emitter = broadcaster
-        self.component = component
-        self.host = host
-        self.reporting_controller = reporting_controller or component
-        self.reporting_instance = truncate_utf8(
-            reporting_instance or host, REPORTING_INSTANCE_LIMIT, marker=""
-        )
-        self.stats = stats if stats is not None else PipelineStats()
-        self._clock = clock
-        self._drops = DropReporter(self.stats, _log, clock=clock)
+class _RecordingMethods:
+    """The call surface shared by EventRecorder and ThreadSafeRecorder (client-go's
+    Event / Eventf / AnnotatedEventf); each class decides in `_record` where the work happens."""
 
     def event(
         self,
@@ -116,6 +90,50 @@ class EventRecorder:
     ) -> None:
         """Like `eventf`, with annotations on the Event object itself."""
         self._record(obj, annotations, type, reason, fmt, args, action, related)
+
+    def _record(
+        self,
+        obj: object,
+        annotations: Mapping[str, str] | None,
+        type_: str,
+        reason: str,
+        fmt: str,
+        args: tuple[object, ...],
+        action: str,
+        related: object,
+    ) -> None:
+        raise NotImplementedError
+
+
+class EventRecorder(_RecordingMethods):
+    """Builds events about Kubernetes objects and passes them on, the way client-go does.
+
+    `obj` and `related` may be kubernetes-asyncio models, dicts (API- or reference-shaped),
+    `V1ObjectReference`s or `ObjectRef`s.  Must be called from the event loop's thread (or
+    before the loop runs); other threads use `ThreadSafeRecorder`.
+    """
+
+    def __init__(
+        self,
+        broadcaster: Emitter,
+        *,
+        component: str,
+        host: str,
+        reporting_controller: str = "",
+        reporting_instance: str = "",
+        stats: PipelineStats | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._emitter = broadcaster
+        self.component = component
+        self.host = host
+        self.reporting_controller = reporting_controller or component
+        self.reporting_instance = truncate_utf8(
+            reporting_instance or host, REPORTING_INSTANCE_LIMIT, marker=""
+        )
+        self.stats = stats if stats is not None else PipelineStats()
+        self._clock = clock
+        self._drops = DropReporter(self.stats, _log, clock=clock)
 
     def _record(
         self,
@@ -235,7 +253,7 @@ def related_object_ref(related: object) -> tuple[ObjectRef | None, InvalidObject
         return None, exc
 
 
-class ThreadSafeRecorder:
+class ThreadSafeRecorder(_RecordingMethods):
     """Records from threads other than the loop's (executor jobs, blocking host calls).
 
     The event is built in the calling thread, so its timestamp is the call's, and handed to the
@@ -248,43 +266,6 @@ class ThreadSafeRecorder:
     ) -> None:
         self._recorder = recorder
         self._loop = loop if loop is not None else asyncio.get_running_loop()
-
-    def event(
-        self,
-        obj: object,
-        type: str,
-        reason: str,
-        message: str,
-        *,
-        action: str = "",
-        related: object = None,
-    ) -> None:
-        self._record(obj, None, type, reason, message, (), action, related)
-
-    def eventf(
-        self,
-        obj: object,
-        type: str,
-        reason: str,
-        fmt: str,
-        *args: object,
-        action: str = "",
-        related: object = None,
-    ) -> None:
-        self._record(obj, None, type, reason, fmt, args, action, related)
-
-    def annotated_eventf(
-        self,
-        obj: object,
-        annotations: Mapping[str, str],
-        type: str,
-        reason: str,
-        fmt: str,
-        *args: object,
-        action: str = "",
-        related: object = None,
-    ) -> None:
-        self._record(obj, annotations, type, reason, fmt, args, action, related)
 
     def _record(
         self,
