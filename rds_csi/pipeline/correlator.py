@@ -135,11 +135,10 @@ def event_key(event: Event) -> EventKey:
     )
 
 
-def aggregate_key(event: Event) -> EventKey:
-    """Group for aggregation (EventAggregatorByReasonFunc); the message is the local key."""
+def _source_and_object(event: Event) -> tuple[str, ...]:
+    """The fields client-go's aggregate and spam keys share (no fieldPath, unlike event_key)."""
     ref = event.involved
     return (
-        "aggregate",
         event.source_component,
         event.source_host,
         ref.kind,
@@ -148,6 +147,14 @@ def aggregate_key(event: Event) -> EventKey:
         ref.uid,
         ref.api_version,
         event.type,
+    )
+
+
+def aggregate_key(event: Event) -> EventKey:
+    """Group for aggregation (EventAggregatorByReasonFunc); the message is the local key."""
+    return (
+        "aggregate",
+        *_source_and_object(event),
         event.reason,
         event.reporting_controller,
         event.reporting_instance,
@@ -156,18 +163,7 @@ def aggregate_key(event: Event) -> EventKey:
 
 def spam_key(event: Event, *, include_reason: bool = False) -> EventKey:
     """Bucket identity (client-go getSpamKey): source, object and type; optionally reason."""
-    ref = event.involved
-    key: EventKey = (
-        "spam",
-        event.source_component,
-        event.source_host,
-        ref.kind,
-        ref.namespace,
-        ref.name,
-        ref.uid,
-        ref.api_version,
-        event.type,
-    )
+    key: EventKey = ("spam", *_source_and_object(event))
     return (*key, event.reason) if include_reason else key
 
 
