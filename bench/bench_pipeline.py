@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import Row, percentile, row, rss_bytes
+from bench.common import Row, measure_in_child, module_main, percentile, row, rss_bytes
 from rds_csi.broadcaster import EventBroadcaster
 from rds_csi.pipeline.model import Event, ObjectRef
 from rds_csi.pipeline.stats import PipelineStats
@@ -275,17 +273,7 @@ async def memory_child() -> dict[str, float]:
 
 
 async def bench_memory() -> list[Row]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.bench_pipeline",
-        "--memory-child",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"memory benchmark child failed with {child.returncode}")
-    result = json.loads(out.splitlines()[-1])  # log lines may come before the result
+    result = await measure_in_child("bench.bench_pipeline")
     growth = result["pipeline"]
     return [
         row(
@@ -307,9 +295,4 @@ async def main() -> list[Row]:
 
 
 if __name__ == "__main__":
-    if "--memory-child" in sys.argv:
-        print(json.dumps(asyncio.run(memory_child())))
-    else:
-        from bench.run import print_table
-
-        print_table(asyncio.run(main()))
+    module_main(main, memory_child)

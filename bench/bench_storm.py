@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import json
 import sys
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from bench.common import Row, row, rss_bytes
+from bench.common import Row, measure_in_child, module_main, row, rss_bytes
 from rds_csi.pipeline.correlator import CorrelatorOptions
 from rds_csi.pipeline.kube_api import ApiResponse
 from rds_csi.pipeline.kube_sink import KubeSink, KubeSinkOptions
@@ -216,13 +215,7 @@ async def memory_child() -> dict[str, float]:
 
 
 async def bench_memory() -> list[Row]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.bench_storm", "--memory-child", stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"memory benchmark child failed with {child.returncode}")
-    result = json.loads(out.splitlines()[-1])
+    result = await measure_in_child("bench.bench_storm")
     growth = result["bounded"]
     return [
         row(
@@ -246,9 +239,4 @@ async def main() -> list[Row]:
 
 
 if __name__ == "__main__":
-    if "--memory-child" in sys.argv:
-        print(json.dumps(asyncio.run(memory_child())))
-    else:
-        from bench.run import print_table
-
-        print_table(asyncio.run(main()))
+    module_main(main, memory_child)
